@@ -1,0 +1,44 @@
+"""UpdateMediaRecord: a job's outcome onto its media row (or its thumbnail's URL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.events import FAILED, SUCCEEDED, Event
+from pipeline.listener import Context, Listener, RetryPolicy
+from pipeline.media import THUMBNAIL, find_media, is_newer
+
+MEDIA_STATUS = {SUCCEEDED: "completed", FAILED: "failed"}
+
+
+class UpdateMediaRecord(Listener):
+    retry = RetryPolicy(max_retries=6, backoff_base=1.0, backoff_cap=60.0)
+
+    def wants(self, event: Event) -> bool:
+        """every delivery about a job"""
+        return True
+
+    def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
+        media, role = find_media(ctx.session, event)
+        if role == THUMBNAIL:
+            if not event.succeeded or event.output is None or not event.output.url:
+                return {"media_id": media.id, "thumbnail": event.status}
+            media.thumbnail_url = event.output.url
+            return {"media_id": media.id, "thumbnail_url": media.thumbnail_url}
+        if not is_newer(event, media.outcome_at, media.outcome_terminal):
+            return {"media_id": media.id, "ignored": "older than the outcome already applied"}
+        media.status = MEDIA_STATUS.get(event.status, event.status)
+        media.outcome_at = event.occurred_at
+        media.outcome_terminal = event.terminal
+        if media.task_id is None:
+            media.task_id = event.task_id
+        if event.succeeded:
+            out = event.output
+            media.error = None
+            if out is not None:
+                media.output_url = out.url
+                media.duration, media.width, media.height = out.duration, out.width, out.height
+                media.format, media.size = out.format, out.size
+        elif event.terminal:
+            media.error = event.error or f"job {event.status} without a reason"
+        return {"media_id": media.id, "status": media.status}

@@ -1,0 +1,1 @@
+"""ittybit-pipeline: Ittybit webhooks in, one retried Celery task per listener out."""

@@ -1,0 +1,178 @@
+"""Running one listener run: claim it, handle the event, record the outcome.
+
+Attempts are counted here, in the database, not by Celery: a run re-published by the
+relay keeps its count. The attempt number doubles as a fencing token: an outcome is only
+recorded while the run is still `running` under the same attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.db import make_sessionmaker
+from pipeline.errors import ConfigError, MalformedPayload, PermanentError, RetryableError, Skip
+from pipeline.events import parse
+from pipeline.listener import Context, Listener
+from pipeline.models import ListenerRun, WebhookEvent, utcnow
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an execution ended; `retry_in` is set when the run is `retrying`."""
+
+    state: str  # succeeded | retrying | failed | skipped | not_claimed | lost_lease
+    retry_in: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: int
+    listener: str
+    attempt: int
+    event_id: int
+
+
+class Runner:
+    """Executes runs for one process (web, worker or CLI share nothing else)."""
+
+    def __init__(self, settings: Settings, engine: Engine, registry: Registry) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+        self.registry = registry
+
+    def execute(self, run_id: int) -> Outcome:
+        claim = self.claim(run_id)
+        if claim is None:
+            return Outcome("not_claimed", detail="finished, or held by a live claim")
+        listener = self.registry.get(claim.listener)
+        # A run whose worker keeps dying never reaches the except below: bound it here.
+        if claim.attempt > listener.retry.max_retries + 1:
+            message = f"gave up after {claim.attempt - 1} attempts (the worker was lost each time?)"
+            self._finish(claim, "failed", error=message)
+            return Outcome("failed", detail=message)
+        with self.sessions() as session:
+            try:
+                result = self._handle(session, listener, claim)
+                if not self._record(session, claim, "succeeded", result=result):
+                    session.rollback()
+                    return Outcome("lost_lease", detail="the run was taken over; effects discarded")
+                session.commit()
+                return Outcome("succeeded")
+            except Exception as exc:
+                session.rollback()
+                return self._after_error(claim, listener, exc)
+
+    def claim(self, run_id: int) -> Claim | None:
+        """pending/retrying (or running with an expired lease) → running, attempts + 1."""
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        stmt = (
+            update(ListenerRun)
+            .where(
+                ListenerRun.id == run_id,
+                or_(
+                    ListenerRun.state.in_(("pending", "retrying")),
+                    (ListenerRun.state == "running") & (ListenerRun.lease_expires_at < now),
+                ),
+            )
+            .values(
+                state="running",
+                attempts=ListenerRun.attempts + 1,
+                lease_expires_at=lease,
+                updated_at=now,
+            )
+            .returning(ListenerRun.listener, ListenerRun.attempts, ListenerRun.event_id)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else Claim(run_id, row.listener, row.attempts, row.event_id)
+
+    def _handle(self, session: Session, listener: Listener, claim: Claim) -> dict[str, Any] | None:
+        stored = session.execute(
+            select(WebhookEvent.raw_body, WebhookEvent.received_at).where(
+                WebhookEvent.id == claim.event_id
+            )
+        ).one()
+        event = replace(parse(stored.raw_body), received_at=stored.received_at)
+        ctx = Context(session, self.settings, run_id=claim.run_id, attempt=claim.attempt)
+        return listener.handle(event, ctx)
+
+    def _after_error(self, claim: Claim, listener: Listener, exc: Exception) -> Outcome:
+        message = _describe(exc)
+        if isinstance(exc, Skip):
+            self._finish(claim, "skipped", result={"reason": exc.message})
+            return Outcome("skipped", detail=exc.message)
+        if isinstance(exc, PermanentError | ConfigError | MalformedPayload):
+            self._finish(claim, "failed", error=message)
+            return Outcome("failed", detail=message)
+        retryable = exc if isinstance(exc, RetryableError) else None
+        limit = listener.retry.max_retries
+        if retryable is not None and retryable.max_retries is not None:
+            limit = min(limit, retryable.max_retries)
+        if claim.attempt > limit:
+            state = retryable.exhausted_state if retryable else "failed"
+            self._finish(claim, state, error=f"after {claim.attempt} attempts: {message}")
+            return Outcome(state, detail=message)
+        delay = retryable.delay if retryable and retryable.delay is not None else None
+        if delay is None:
+            delay = listener.retry.delay(claim.attempt)
+        delay = min(delay, listener.retry.backoff_cap)
+        due = utcnow() + timedelta(seconds=delay + self.settings.redeliver_after)
+        self._finish(claim, "retrying", error=message, due_at=due)
+        return Outcome("retrying", retry_in=delay, detail=message)
+
+    def _finish(self, claim: Claim, state: str, **values: Any) -> bool:
+        with self.sessions.begin() as session:
+            return self._record(session, claim, state, **values)
+
+    def _record(
+        self,
+        session: Session,
+        claim: Claim,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        due_at: Any = None,
+    ) -> bool:
+        """Set the run's outcome if it is still ours (running under this attempt)."""
+        now = utcnow()
+        values: dict[str, Any] = {"state": state, "updated_at": now, "lease_expires_at": None}
+        if state == "retrying":
+            values.update(last_error=error, due_at=due_at)
+        else:
+            values.update(finished_at=now, result=result, last_error=error)
+        done = session.execute(
+            update(ListenerRun)
+            .where(
+                ListenerRun.id == claim.run_id,
+                ListenerRun.state == "running",
+                ListenerRun.attempts == claim.attempt,
+            )
+            .values(**values)
+        )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def _describe(exc: Exception) -> str:
+    """The error to keep on the run: our own errors by message, others with a traceback."""
+    if isinstance(exc, PermanentError | RetryableError | ConfigError | Skip):
+        text = f"{type(exc).__name__}: {exc.message}"
+    else:
+        text = "".join(traceback.format_exception(exc)).strip()
+    return text if len(text) <= MAX_ERROR_CHARS else "…" + text[-MAX_ERROR_CHARS:]

@@ -1,0 +1,57 @@
+"""Per-process state: settings, engine, listeners and the Celery app, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from celery import Celery
+from sqlalchemy import Engine
+
+from pipeline.db import make_engine
+from pipeline.registry import Registry, discover
+from pipeline.runner import Runner
+from pipeline.settings import Settings
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from celeryconfig.py, pointed at `settings`' broker."""
+    app = Celery("pipeline")
+    app.config_from_object("celeryconfig")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=settings.broker_transport_options(),
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=settings.task_time_limit * 0.9,
+    )
+    return app
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Settings.from_env())
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return discover()
+
+    @cached_property
+    def celery(self) -> Celery:
+        return create_celery(self.settings)
+
+    @cached_property
+    def runner(self) -> Runner:
+        return Runner(self.settings, self.engine, self.registry)
+
+    def after_fork(self) -> None:
+        """A forked child must not share its parent's connections (SQLAlchemy docs)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)

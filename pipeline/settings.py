@@ -1,0 +1,133 @@
+"""Settings: read once from the environment, passed everywhere as one value."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the web, worker, relay and CLI need to know about their surroundings."""
+
+    database_url: str = "sqlite:///var/pipeline.db"
+    broker_url: str = "filesystem://"
+    webhook_secrets: tuple[str, ...] = ()
+    ittybit_api_key: str = ""
+    ittybit_api_url: str = "https://api.ittybit.com"
+    public_url: str = ""
+    smtp_url: str = ""
+    mail_from: str = "ittybit-pipeline@localhost"
+    max_body_bytes: int = 1024 * 1024
+    broker_folder: str = "var/broker"
+    # Seconds a claimed run may stay `running` before the relay takes it back; longer
+    # than the task hard time limit so a live worker is never overtaken.
+    lease_seconds: float = 330.0
+    task_time_limit: float = 300.0
+    # How long a published run may wait for a worker before the relay re-publishes it.
+    redeliver_after: float = 60.0
+    relay_interval: float = 5.0
+    visibility_timeout: float = 3600.0
+    ittybit_connect_timeout: float = 3.05
+    ittybit_read_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (see the README's table)."""
+        env = os.environ if environ is None else environ
+        var = Path(env.get("PIPELINE_VAR_DIR", "var"))
+        secrets = tuple(s.strip() for s in env.get("ITTYBIT_WEBHOOK_SECRET", "").split(","))
+        return cls(
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db",
+            broker_url=env.get("CELERY_BROKER_URL") or env.get("REDIS_URL") or "filesystem://",
+            webhook_secrets=tuple(s for s in secrets if s),
+            ittybit_api_key=env.get("ITTYBIT_API_KEY", ""),
+            ittybit_api_url=(env.get("ITTYBIT_API_URL") or "https://api.ittybit.com").rstrip("/"),
+            public_url=env.get("PUBLIC_URL", "").rstrip("/"),
+            smtp_url=env.get("SMTP_URL", ""),
+            mail_from=env.get("MAIL_FROM", "ittybit-pipeline@localhost"),
+            max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1024 * 1024)),
+            broker_folder=str(var / "broker"),
+            lease_seconds=_number(env, "RUN_LEASE_SECONDS", 330.0),
+            task_time_limit=_number(env, "TASK_TIME_LIMIT", 300.0),
+            redeliver_after=_number(env, "REDELIVER_AFTER", 60.0),
+            relay_interval=_number(env, "RELAY_INTERVAL", 5.0),
+            visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests build settings this way)."""
+        return dataclasses.replace(self, **changes)
+
+    def require_webhook_secret(self) -> tuple[str, ...]:
+        """The signing secrets, or a start-up error naming the missing variable."""
+        if not self.webhook_secrets:
+            raise ConfigError(
+                "ITTYBIT_WEBHOOK_SECRET is not set: the webhook endpoint cannot verify "
+                "signatures without it (comma-separate several to rotate)"
+            )
+        return self.webhook_secrets
+
+    def require_api_key(self) -> str:
+        """The Ittybit API key, or an error naming the missing variable."""
+        if not self.ittybit_api_key:
+            raise ConfigError("ITTYBIT_API_KEY is not set: calls to Ittybit need it")
+        return self.ittybit_api_key
+
+    @property
+    def webhook_url(self) -> str:
+        """Where Ittybit should deliver webhooks for jobs we create."""
+        if not self.public_url:
+            raise ConfigError("PUBLIC_URL is not set: jobs we create need a webhook_url")
+        return f"{self.public_url}/webhooks/ittybit"
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem:")
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """kombu transport options for the configured broker."""
+        if self.uses_filesystem_broker:
+            folder = Path(self.broker_folder)
+            for sub in ("queue", "control", "processed"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            return {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"),
+                "processed_folder": str(folder / "processed"),
+                "store_processed": False,
+                "polling_interval": 0.05,
+            }
+        return {"visibility_timeout": self.visibility_timeout}
+
+    def check_invariants(self, backoff_cap: float) -> None:
+        """Refuse a configuration where the broker would redeliver a task still running."""
+        if not self.lease_seconds > self.task_time_limit:
+            raise ConfigError(
+                f"RUN_LEASE_SECONDS ({self.lease_seconds:g}) must exceed TASK_TIME_LIMIT "
+                f"({self.task_time_limit:g}), or the relay re-runs work still in progress"
+            )
+        limit = max(self.task_time_limit, backoff_cap)
+        if not self.uses_filesystem_broker and limit >= self.visibility_timeout:
+            raise ConfigError(
+                f"BROKER_VISIBILITY_TIMEOUT ({self.visibility_timeout:g}s) must exceed the task "
+                f"time limit and every listener's backoff cap (largest: {limit:g}s), or Redis "
+                "hands a task still running or waiting to a second worker"
+            )

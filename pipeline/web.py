@@ -1,0 +1,117 @@
+"""The web process: `POST /webhooks/ittybit` and `GET /healthz`, JSON answers only.
+
+Run with `gunicorn 'pipeline.web:create_app()'`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from pipeline.dispatch import publish
+from pipeline.errors import DatabaseUnavailable, PipelineError
+from pipeline.ingest import receive
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.signing import SIGNATURE_HEADER, verify
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The Flask app; fails at start-up, naming the variable, if the secret is missing."""
+    runtime = Runtime(settings or Settings.from_env())
+    runtime.settings.require_webhook_secret()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    app.extensions["pipeline"] = runtime
+    app.add_url_rule("/webhooks/ittybit", view_func=receive_webhook, methods=["POST"])
+    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.register_error_handler(PipelineError, _pipeline_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(SQLAlchemyError, _database_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["pipeline"]
+    return runtime
+
+
+def receive_webhook() -> tuple[Response, int]:
+    """Verify, store, answer, then publish: the 200 means the delivery is durable."""
+    runtime = _runtime()
+    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH, unbuffered
+    verify(body, request.headers.get(SIGNATURE_HEADER), runtime.settings.webhook_secrets)
+    receipt = receive(runtime.engine, runtime.registry, body, runtime.settings.redeliver_after)
+    if receipt.error is not None:
+        return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
+    if receipt.duplicate:
+        return jsonify(status="duplicate", event_id=receipt.event_id), 200
+    publish(runtime.celery, receipt.to_publish)
+    runs = [
+        {"id": run_id, "listener": name, "state": state} for run_id, name, state in receipt.runs
+    ]
+    return jsonify(status="accepted", event_id=receipt.event_id, runs=runs), 200
+
+
+def healthz() -> tuple[Response, int]:
+    """200 when the database and the broker answer; 503 naming the one that does not."""
+    runtime = _runtime()
+    checks: dict[str, str] = {}
+    try:
+        with runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable ({type(exc).__name__})"
+    try:
+        with runtime.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unavailable ({type(exc).__name__})"
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if healthy else "unavailable", **checks), 200 if healthy else 503
+
+
+def _error_body(error: PipelineError, **extra: Any) -> Response:
+    return jsonify(error=error.code, message=error.message, **extra)
+
+
+def _pipeline_error(error: PipelineError) -> tuple[Response, int]:
+    return _error_body(error), error.status
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    status = error.code or 500
+    code = (
+        "payload_too_large"
+        if status == 413
+        else (error.name or "http_error").lower().replace(" ", "_")
+    )
+    message = error.description or error.name
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"the body is larger than the {limit}-byte limit"
+    return jsonify(error=code, message=message), status
+
+
+def _database_error(error: SQLAlchemyError) -> tuple[Response, int]:
+    # Nothing was stored, so the sender must try again: 503, which Ittybit retries.
+    log.error("database error while receiving: %s", type(error).__name__)
+    unavailable = DatabaseUnavailable("the database is unavailable; retry later")
+    return _error_body(unavailable), unavailable.status
+
+
+def _unexpected_error(error: Exception) -> tuple[Response, int]:
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    log.exception("unexpected error")
+    return jsonify(error="internal_error", message="unexpected error; it has been logged"), 500

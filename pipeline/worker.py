@@ -1,0 +1,21 @@
+"""The Celery app for `celery -A pipeline.worker worker`: one task per listener."""
+
+from celery.signals import worker_init, worker_process_init
+
+from pipeline.runtime import Runtime
+from pipeline.tasks import register_listener_tasks
+
+runtime = Runtime.from_env()
+app = runtime.celery
+register_listener_tasks(app, runtime)
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _check_invariants(**_: object) -> None:
+    cap = max((listener.retry.backoff_cap for listener in runtime.registry), default=0.0)
+    runtime.settings.check_invariants(backoff_cap=cap)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _after_fork(**_: object) -> None:
+    runtime.after_fork()
