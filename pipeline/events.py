@@ -98,6 +98,8 @@ def parse(body: bytes) -> Event:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise NotJSON(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload("body nests JSON too deeply to read") from None
     return normalise(payload)
 
 
@@ -218,9 +220,10 @@ def _timestamp(value: Any, name: str) -> datetime | None:
         except ValueError:
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
+                aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+                return aware.astimezone(UTC)
+            except (ValueError, OverflowError):  # an offset can push year 1 or 9999 out of range
                 raise MalformedPayload(f"'{name}' is not a timestamp: {value!r}") from None
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if isinstance(value, int | float):
         seconds = value / 1000 if abs(value) >= 100_000_000_000 else value
         try:

@@ -35,7 +35,8 @@ class RetryPolicy:
         "Equal jitter": half the exponential step fixed, half random, so retries of many
         runs spread out but none comes back almost at once.
         """
-        step = min(self.backoff_cap, self.backoff_base * 2 ** max(attempt - 1, 0))
+        # The exponent is bounded: 2 ** 1024 does not fit a float, and the cap wins long before.
+        step = min(self.backoff_cap, self.backoff_base * 2 ** min(max(attempt - 1, 0), 64))
         return float(step / 2 + rand() * step / 2)
 
     def __str__(self) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from pipeline.dispatch import publish
-from pipeline.errors import DatabaseUnavailable, PipelineError
+from pipeline.errors import DatabaseUnavailable, PayloadTooLarge, PipelineError
 from pipeline.ingest import receive
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
@@ -48,6 +48,10 @@ def receive_webhook() -> tuple[Response, int]:
     """Verify, store, answer, then publish: the 200 means the delivery is durable."""
     runtime = _runtime()
     body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH, unbuffered
+    cap = runtime.settings.max_body_bytes
+    streamed = request.content_length is None  # chunked: werkzeug cuts it at the cap silently
+    if streamed and len(body) >= cap and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"the body is larger than the {cap}-byte limit")
     verify(body, request.headers.get(SIGNATURE_HEADER), runtime.settings.webhook_secrets)
     receipt = receive(runtime.engine, runtime.registry, body, runtime.settings.redeliver_after)
     if receipt.error is not None:
