@@ -133,7 +133,7 @@ def _from_envelope(payload: dict[str, Any]) -> Event:
 
 
 _TASK_FIELDS = {
-    "id", "object", "status", "kind", "output", "outputs", "results", "error", "metadata",
+    "id", "object", "status", "kind", "output", "outputs", "error", "metadata",
     "created_at", "completed_at", "created", "completed", "updated_at", "updated",
 }  # fmt: skip
 

@@ -48,10 +48,11 @@ def receive(engine: Engine, registry: Registry, body: bytes, redeliver_after: fl
         "received_at": now,
         "signature_valid": True,
         "parse_error": error.message if error else None,
+        # Searchable copies, cut to their columns; the raw body keeps every byte.
         "task_id": event.task_id if event else None,
-        "status": event.status if event else None,
-        "kind": event.kind if event else None,
-        "topic": event.topic if event else None,
+        "status": event.status[:32] if event else None,
+        "kind": event.kind[:64] if event and event.kind else None,
+        "topic": event.topic[:64] if event and event.topic else None,
     }
     with engine.begin() as conn:
         event_id = conn.execute(_insert_new(engine, row)).scalar()

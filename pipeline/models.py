@@ -117,7 +117,7 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    delivery_key: Mapped[str] = mapped_column(String(300), unique=True)
+    delivery_key: Mapped[str] = mapped_column(String(520), unique=True)
     task_id: Mapped[str | None] = mapped_column(String(255), index=True)
     status: Mapped[str | None] = mapped_column(String(32))
     kind: Mapped[str | None] = mapped_column(String(64))

@@ -59,7 +59,11 @@ class Runner:
         claim = self.claim(run_id)
         if claim is None:
             return Outcome("not_claimed", detail="finished, or held by a live claim")
-        listener = self.registry.get(claim.listener)
+        try:
+            listener = self.registry.get(claim.listener)
+        except ConfigError as exc:  # its module was removed or renamed since the event came
+            self._finish(claim, "failed", error=exc.message)
+            return Outcome("failed", detail=exc.message)
         # A run whose worker keeps dying never reaches the except below: bound it here.
         if claim.attempt > listener.retry.max_retries + 1:
             message = f"gave up after {claim.attempt - 1} attempts (the worker was lost each time?)"

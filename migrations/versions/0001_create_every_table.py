@@ -32,7 +32,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("delivery_key", sa.String(length=300), nullable=False),
+        sa.Column("delivery_key", sa.String(length=520), nullable=False),
         sa.Column("task_id", sa.String(length=255), nullable=True),
         sa.Column("status", sa.String(length=32), nullable=True),
         sa.Column("kind", sa.String(length=64), nullable=True),
