@@ -34,7 +34,10 @@ def test_shape_a_legacy_task_parses() -> None:
     assert event.completed_at == datetime(2025, 1, 10, 12, 35, 22, tzinfo=UTC)
     assert event.metadata == {}
     # The legacy `results` (an nsfw verdict) is no media output: kept for listeners in extra.
-    assert event.extra == {"project_id": "proj_xyz", "results": {"is_nsfw": True, "confidence": 0.97}}
+    assert event.extra == {
+        "project_id": "proj_xyz",
+        "results": {"is_nsfw": True, "confidence": 0.97},
+    }
 
 
 def test_shape_b_guide_payload_parses_with_its_output() -> None:
