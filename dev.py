@@ -35,7 +35,10 @@ def ensure_venv(extras: str) -> None:
         return
     print(f"installing ittybit-pipeline{extras} into .venv (once) ...", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-e", f".{extras}"], cwd=ROOT, check=True)
+    # compat mode puts the project root on sys.path, so a `listeners/` directory elsewhere on
+    # PYTHONPATH extends the built-in package instead of hiding it.
+    editable = ["--config-settings", "editable_mode=compat", "-e", f".{extras}"]
+    subprocess.run([*pip, *editable], cwd=ROOT, check=True)
     stamp.touch()
 
 

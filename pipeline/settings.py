@@ -22,6 +22,14 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _sqlalchemy_url(url: str) -> str:
+    """Heroku-style `postgres://` and driverless URLs use psycopg 3, the driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the web, worker, relay and CLI need to know about their surroundings."""
@@ -54,7 +62,7 @@ class Settings:
         var = Path(env.get("PIPELINE_VAR_DIR", "var"))
         secrets = tuple(s.strip() for s in env.get("ITTYBIT_WEBHOOK_SECRET", "").split(","))
         return cls(
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db",
+            database_url=_sqlalchemy_url(env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db"),
             broker_url=env.get("CELERY_BROKER_URL") or env.get("REDIS_URL") or "filesystem://",
             webhook_secrets=tuple(s for s in secrets if s),
             ittybit_api_key=env.get("ITTYBIT_API_KEY", ""),

@@ -27,9 +27,9 @@ def test_pipeline_var_dir_moves_the_embedded_defaults() -> None:
 
 
 def test_explicit_urls_win_and_redis_url_is_a_broker_fallback() -> None:
-    env = {"DATABASE_URL": "postgresql://db/app", "REDIS_URL": "redis://r:6379/0"}
+    env = {"DATABASE_URL": "postgresql+psycopg://db/app", "REDIS_URL": "redis://r:6379/0"}
     settings = Settings.from_env(env)
-    assert settings.database_url == "postgresql://db/app"
+    assert settings.database_url == "postgresql+psycopg://db/app"
     assert settings.broker_url == "redis://r:6379/0"
     assert not settings.uses_filesystem_broker
     both = Settings.from_env({**env, "CELERY_BROKER_URL": "redis://celery:6379/1"})
@@ -125,3 +125,12 @@ def test_filesystem_transport_options_use_one_existing_folder_for_in_and_out(
 def test_redis_transport_options_carry_the_visibility_timeout() -> None:
     settings = Settings(broker_url="redis://r", visibility_timeout=1234.0)
     assert settings.broker_transport_options() == {"visibility_timeout": 1234.0}
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["postgres://u:p@db:5432/app", "postgresql://u:p@db:5432/app"],
+)
+def test_heroku_style_database_urls_use_the_shipped_psycopg_driver(given: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": given})
+    assert settings.database_url == "postgresql+psycopg://u:p@db:5432/app"
