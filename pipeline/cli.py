@@ -187,7 +187,7 @@ def relay(runtime: Runtime, once: bool, interval: float | None) -> None:
     """Re-publish runs that are due (failed publishes, lost messages, dead workers)."""
     pause = interval if interval is not None else runtime.settings.relay_interval
     while True:
-        published = relay_once(runtime.engine, runtime.celery, runtime.settings.redeliver_after)
+        published = relay_once(runtime.engine, runtime.publisher, runtime.settings.redeliver_after)
         if published or once:
             click.echo(f"relay: published {published} run(s)")
         if once:
@@ -215,7 +215,7 @@ def replay(
         raise click.UsageError("name RUN_IDs or pass --failed")
     replayed = replay_runs(
         runtime.engine,
-        runtime.celery,
+        runtime.publisher,
         runtime.settings.redeliver_after,
         run_ids=run_ids,
         listener=listener,

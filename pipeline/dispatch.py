@@ -1,36 +1,113 @@
 """Publishing runs to Celery: one message per run, carrying only the run id.
 
-A publish that fails is logged and forgotten: the run stays in the database and the relay
-publishes it when it falls due. The broker is the fast path, never the record.
+The broker is the fast path, never the record: a publish that fails is logged and the run
+stays in the database for the relay. After a failure the publisher rests for a few seconds
+instead of making every request wait on a broker that is down or hung.
+
+On Redis, messages are built by Celery's own `amqp.as_task_v2` and pushed in one pipelined
+round trip — a third of the cost of `send_task` per message (bench/ measures it). Other
+transports go through kombu's producer as usual.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import time
+import uuid
 from collections.abc import Iterable
+from typing import Any
 
+import redis
 from celery import Celery
 
 from pipeline.listener import task_name
 
 log = logging.getLogger(__name__)
 
+BROKER_TIMEOUT = 2.0  # seconds: connect and read, so a hung broker cannot hold a request
 
-def publish(celery: Celery, runs: Iterable[tuple[int, str]]) -> int:
-    """Send each (run_id, listener) to its task; returns how many were sent."""
-    sent = 0
-    for run_id, listener in runs:
+
+class Publisher:
+    """Sends (run_id, listener) pairs to their tasks; one per process."""
+
+    def __init__(self, celery: Celery, rest_after_failure: float = 5.0) -> None:
+        self.celery = celery
+        self.rest_after_failure = rest_after_failure
+        self._resting_until = 0.0
+        self._redis = _fast_path_client(celery)
+        self._queues: dict[str, str] = {}
+
+    def publish(self, runs: Iterable[tuple[int, str]]) -> int:
+        """Publish every run, or none on a broker failure; returns how many were sent."""
+        batch = list(runs)
+        if not batch or time.monotonic() < self._resting_until:
+            return 0
         try:
-            celery.send_task(task_name(listener), args=[run_id])
-            sent += 1
+            if self._redis is not None:
+                self._push(batch)
+            else:
+                self._send(batch)
         except Exception as exc:
-            # Broker down or hung: stop here (each try costs its timeout); the relay
-            # publishes these runs when they fall due.
+            self._resting_until = time.monotonic() + self.rest_after_failure
             log.warning(
-                "could not publish run %s (%s): %s; the relay will",
-                run_id,
-                listener,
+                "could not publish %d run(s) (%s); the relay will publish them",
+                len(batch),
                 type(exc).__name__,
             )
-            return sent
-    return sent
+            return 0
+        return len(batch)
+
+    def _send(self, batch: list[tuple[int, str]]) -> None:
+        with self.celery.producer_or_acquire() as producer, producer.batch():
+            for run_id, listener in batch:
+                self.celery.send_task(task_name(listener), args=[run_id], producer=producer)
+
+    def _push(self, batch: list[tuple[int, str]]) -> None:
+        assert self._redis is not None
+        pipe = self._redis.pipeline(transaction=False)
+        for run_id, listener in batch:
+            name = task_name(listener)
+            pipe.lpush(self._queue(name), self._message(name, run_id))
+        pipe.execute()
+
+    def _queue(self, name: str) -> str:
+        if name not in self._queues:
+            route = self.celery.amqp.router.route({}, name)
+            self._queues[name] = route["queue"].name
+        return self._queues[name]
+
+    def _message(self, name: str, run_id: int) -> str:
+        """The JSON kombu's Redis transport would store for `send_task(name, [run_id])`."""
+        task_id = str(uuid.uuid4())
+        message = self.celery.amqp.as_task_v2(
+            task_id, name, args=[run_id], kwargs={}, ignore_result=True
+        )
+        body = json.dumps(message.body).encode()
+        envelope: dict[str, Any] = {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": message.headers,
+            "properties": {
+                **message.properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": self._queue(name)},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return json.dumps(envelope)
+
+
+def _fast_path_client(celery: Celery) -> redis.Redis | None:
+    """A Redis client for the pipelined path, when the broker is a plain Redis."""
+    url = str(celery.conf.broker_url or "")
+    options = celery.conf.broker_transport_options or {}
+    if not url.startswith(("redis://", "rediss://")) or options.get("global_keyprefix"):
+        return None
+    return redis.Redis.from_url(
+        url, socket_timeout=BROKER_TIMEOUT, socket_connect_timeout=BROKER_TIMEOUT
+    )

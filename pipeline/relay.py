@@ -11,10 +11,9 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from celery import Celery
 from sqlalchemy import ColumnElement, Engine, and_, case, or_, select, update
 
-from pipeline.dispatch import publish
+from pipeline.dispatch import Publisher
 from pipeline.models import ListenerRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -22,7 +21,9 @@ log = logging.getLogger(__name__)
 REPLAYABLE = ("failed", "skipped")
 
 
-def relay_once(engine: Engine, celery: Celery, redeliver_after: float, limit: int = 500) -> int:
+def relay_once(
+    engine: Engine, publisher: Publisher, redeliver_after: float, limit: int = 500
+) -> int:
     """Publish every run that is due; returns how many were published."""
     now = utcnow()
     due = or_(
@@ -54,12 +55,12 @@ def relay_once(engine: Engine, celery: Celery, redeliver_after: float, limit: in
                 updated_at=now,
             )
         )
-    return publish(celery, [(r.id, r.listener) for r in rows])
+    return publisher.publish([(r.id, r.listener) for r in rows])
 
 
 def replay(
     engine: Engine,
-    celery: Celery,
+    publisher: Publisher,
     redeliver_after: float,
     *,
     run_ids: Sequence[int] = (),
@@ -96,5 +97,5 @@ def replay(
             )
             .returning(ListenerRun.id, ListenerRun.listener)
         ).all()
-    publish(celery, [(r.id, r.listener) for r in rows])
+    publisher.publish([(r.id, r.listener) for r in rows])
     return sorted(r.id for r in rows)

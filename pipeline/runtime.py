@@ -9,6 +9,7 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from pipeline.db import make_engine
+from pipeline.dispatch import Publisher
 from pipeline.registry import Registry, discover
 from pipeline.runner import Runner
 from pipeline.settings import Settings
@@ -46,6 +47,10 @@ class Runtime:
     @cached_property
     def celery(self) -> Celery:
         return create_celery(self.settings)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.celery)
 
     @cached_property
     def runner(self) -> Runner:

@@ -77,6 +77,8 @@ class Settings:
             redeliver_after=_number(env, "REDELIVER_AFTER", 60.0),
             relay_interval=_number(env, "RELAY_INTERVAL", 5.0),
             visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0),
+            ittybit_connect_timeout=_number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
+            ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
         )
 
     def replace(self, **changes: Any) -> Settings:

@@ -13,7 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from pipeline.dispatch import publish
 from pipeline.errors import DatabaseUnavailable, PayloadTooLarge, PipelineError
 from pipeline.ingest import receive
 from pipeline.runtime import Runtime
@@ -58,11 +57,14 @@ def receive_webhook() -> tuple[Response, int]:
         return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
     if receipt.duplicate:
         return jsonify(status="duplicate", event_id=receipt.event_id), 200
-    publish(runtime.celery, receipt.to_publish)
     runs = [
         {"id": run_id, "listener": name, "state": state} for run_id, name, state in receipt.runs
     ]
-    return jsonify(status="accepted", event_id=receipt.event_id, runs=runs), 200
+    response = jsonify(status="accepted", event_id=receipt.event_id, runs=runs)
+    # Publish once the answer is on its way: the runs are durable already, and a slow
+    # broker then delays no sender (the relay covers a publish that fails).
+    response.call_on_close(lambda: runtime.publisher.publish(receipt.to_publish))
+    return response, 200
 
 
 def healthz() -> tuple[Response, int]:

@@ -33,7 +33,9 @@ def post(client: FlaskClient, body: bytes, signature: str | None = "sign") -> Te
         signature = sign(body, SECRET)
     if signature is not None:
         headers["Ittybit-Signature"] = signature
-    return client.post(URL, data=body, headers=headers)
+    response = client.post(URL, data=body, headers=headers)
+    response.close()  # as a WSGI server does once the answer is sent: publishing runs then
+    return response
 
 
 def queued_messages(settings: Settings) -> list[dict[str, Any]]:
