@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -76,26 +76,39 @@ class Stack:
                 )
 
     def stop(self) -> None:
+        """SIGTERM to each; SIGKILL to the group of any left after 5 s or a second Ctrl-C."""
         for _, proc, _ in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
-        for _, proc, log in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        try:
+            for _, proc, _ in reversed(self.procs):
+                with suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        finally:  # also when interrupted while waiting: nothing may outlive the demo
+            for _, proc, log in self.procs:
+                # Each leads its own session: the group holds its forked workers too.
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            log.close()
+                log.close()
 
 
 @contextmanager
 def running(logs: Path) -> Iterator[Stack]:
+    """The demo's processes, stopped on the way out: at the end, on Ctrl-C or on SIGTERM."""
     stack = Stack(logs)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield stack
     finally:
         stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # SIGTERM would end the demo at once, orphaning its processes; unwind like Ctrl-C.
+    raise KeyboardInterrupt
 
 
 def wait_for(url: str, timeout: float, stack: Stack) -> None:
