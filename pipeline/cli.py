@@ -20,9 +20,8 @@ from werkzeug.serving import make_server
 
 from pipeline import sender
 from pipeline.demo import run_demo
+from pipeline.emulator import EmulatorConfig, emulator_of
 from pipeline.emulator import create_app as create_emulator
-from pipeline.emulator import emulator_of
-from pipeline.emulator_jobs import EmulatorConfig
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.migrate import upgrade
 from pipeline.models import ListenerRun, WebhookEvent
@@ -418,5 +417,19 @@ def flower(flower_args: tuple[str, ...]) -> None:
     if ":" not in auth:
         raise ConfigError("FLOWER_BASIC_AUTH is not set (user:password): Flower never runs open")
     celery = Path(sys.executable).parent / "celery"
-    argv = [str(celery), "-A", "pipeline.worker", "flower", f"--basic-auth={auth}", *flower_args]
+    options = _tornado_options(flower_args)
+    argv = [str(celery), "-A", "pipeline.worker", "flower", f"--basic-auth={auth}", *options]
     os.execv(argv[0], argv)
+
+
+def _tornado_options(args: tuple[str, ...]) -> list[str]:
+    """Flower parses its options with tornado, which only reads `--port=5555`: join the
+    `--port 5555` form everyone types (tornado would stop with "requires a value")."""
+    joined: list[str] = []
+    for arg in args:
+        last = joined[-1] if joined else ""
+        if last.startswith("--") and "=" not in last and not arg.startswith("-"):
+            joined[-1] = f"{last}={arg}"
+        else:
+            joined.append(arg)
+    return joined

@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from pipeline.db import make_engine, make_sessionmaker
 from pipeline.emulator import create_app as emulator_app
 from pipeline.emulator import emulator_of
-from pipeline.emulator_jobs import EmulatorConfig
+from pipeline.emulator.jobs import EmulatorConfig
 from pipeline.migrate import upgrade
 from pipeline.models import Media, User
 from pipeline.settings import Settings

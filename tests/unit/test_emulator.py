@@ -18,7 +18,7 @@ import requests
 from flask import Flask
 
 from pipeline.emulator import create_app, emulator_of
-from pipeline.emulator_jobs import EmulatorConfig
+from pipeline.emulator.jobs import EmulatorConfig
 from pipeline.events import parse
 from pipeline.signing import SIGNATURE_HEADER, verify
 

@@ -18,8 +18,8 @@ from typing import Any
 import requests
 
 from pipeline import sender
-from pipeline.emulator_clock import Scheduler
-from pipeline.emulator_jobs import ApiError, EmulatorConfig, JobRequest, output
+from pipeline.emulator.clock import Scheduler
+from pipeline.emulator.jobs import ApiError, EmulatorConfig, JobRequest, output
 from pipeline.samples import webhook_payload
 
 log = logging.getLogger(__name__)
