@@ -4,6 +4,7 @@
     python3 dev.py demo   # set up .venv, then run the end-to-end demo (embedded defaults)
     python3 dev.py test   # set up .venv, start Redis/PostgreSQL if installed but stopped,
                           # then ruff, mypy and the whole pytest suite
+    python3 dev.py bench  # the benchmarks beside the tutorial-style handler (bench/README.md)
 
 Anything after the command is passed on (`python3 dev.py test -k signing`).
 """
@@ -89,6 +90,10 @@ def main(args: list[str]) -> int:
             if run(*check) != 0:
                 return 1
         return run(str(BIN / "pytest"), *rest)
+    if command == "bench":
+        ensure_venv("[test]")
+        ensure_services()
+        return run(str(BIN / "python"), "bench/run.py", *rest)
     print(__doc__)
     return 2
 
