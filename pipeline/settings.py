@@ -22,6 +22,14 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """The variable's value, upper-cased, if allowed; the first allowed value if unset."""
+    raw = (environ.get(name) or allowed[0]).strip().upper()
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _sqlalchemy_url(url: str) -> str:
     """Heroku-style `postgres://` and driverless URLs use psycopg 3, the driver we ship."""
     for prefix in ("postgres://", "postgresql://"):
@@ -52,6 +60,7 @@ class Settings:
     redeliver_after: float = 60.0
     relay_interval: float = 5.0
     visibility_timeout: float = 3600.0
+    sqlite_synchronous: str = "FULL"
     ittybit_connect_timeout: float = 3.05
     ittybit_read_timeout: float = 10.0
 
@@ -77,6 +86,7 @@ class Settings:
             redeliver_after=_number(env, "REDELIVER_AFTER", 60.0),
             relay_interval=_number(env, "RELAY_INTERVAL", 5.0),
             visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0),
+            sqlite_synchronous=_choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
             ittybit_connect_timeout=_number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
         )

@@ -2,6 +2,7 @@
 
 from celery.signals import worker_init, worker_process_init
 
+from pipeline.errors import ConfigError
 from pipeline.runtime import Runtime
 from pipeline.tasks import register_listener_tasks
 
@@ -13,7 +14,12 @@ register_listener_tasks(app, runtime)
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _check_invariants(**_: object) -> None:
     cap = max((listener.retry.backoff_cap for listener in runtime.registry), default=0.0)
-    runtime.settings.check_invariants(backoff_cap=cap)
+    try:
+        runtime.settings.check_invariants(backoff_cap=cap)
+    except ConfigError as exc:
+        # Celery logs and ignores an Exception raised by a signal handler, and the worker
+        # would start anyway; SystemExit is not one, so it stops the worker here.
+        raise SystemExit(f"error: {exc.message}") from None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -134,3 +134,13 @@ def test_redis_transport_options_carry_the_visibility_timeout() -> None:
 def test_heroku_style_database_urls_use_the_shipped_psycopg_driver(given: str) -> None:
     settings = Settings.from_env({"DATABASE_URL": given})
     assert settings.database_url == "postgresql+psycopg://u:p@db:5432/app"
+
+
+def test_sqlite_synchronous_defaults_to_full_and_accepts_normal() -> None:
+    assert Settings.from_env({}).sqlite_synchronous == "FULL"
+    assert Settings.from_env({"SQLITE_SYNCHRONOUS": "normal"}).sqlite_synchronous == "NORMAL"
+
+
+def test_sqlite_synchronous_rejects_other_values_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SQLITE_SYNCHRONOUS"):
+        Settings.from_env({"SQLITE_SYNCHRONOUS": "OFF"})
