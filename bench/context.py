@@ -1,0 +1,139 @@
+"""What every benchmark of one run shares: its sizes, its folders, its Redis and secret,
+and fresh databases (a SQLite file, or a PostgreSQL database dropped afterwards)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import psycopg
+import redis
+from sqlalchemy import Engine, create_engine
+
+from bench.tutorial_tasks import bench_metadata
+from pipeline.migrate import upgrade
+
+PG_SERVER = "postgres@127.0.0.1:5432"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to do: `--smoke`, `--quick` or the full run."""
+
+    name: str
+    seconds: float  # per handler and concurrency, ingest (split over `rounds`)
+    events: int  # end to end, sent at once
+    idle_events: int  # end to end, one at a time on an idle pipeline
+    fill: int  # stored events for the table-size run
+    concurrencies: tuple[int, ...] = (16, 64)
+    rounds: int = 1
+    warmup: float = 1.0
+    # End to end, per system: sending stops and results are taken when this much time has
+    # passed since the first webhook of the burst, finished or not (0: wait for all).
+    window: float = 45.0
+
+
+PLANS = {
+    "full": Plan("full", seconds=8, events=10_000, idle_events=100, fill=1_000_000, rounds=2),
+    "quick": Plan("quick", seconds=2, events=1_000, idle_events=20, fill=100_000, window=10),
+    "smoke": Plan(
+        "smoke", seconds=1, events=100, idle_events=10, fill=1_000, warmup=0.5, window=20
+    ),
+}
+
+
+@dataclass
+class Database:
+    url: str
+    drop: Callable[[], None]
+
+    @cached_property
+    def engine(self) -> Engine:
+        """A plain engine for the harness's own reads and writes (no BEGIN IMMEDIATE)."""
+        return create_engine(self.url)
+
+
+@dataclass
+class Context:
+    """One run's settings and the resources it made; `close()` drops its databases."""
+
+    plan: Plan
+    tmp: Path
+    redis_url: str
+    results: Path  # bench/results/<stamp>: what is kept (JSON, profiles)
+    use_wrk: bool = True  # else the asyncio client
+    profile: bool = False  # py-spy our web (an extra run) and worker (during its burst)
+    secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    _databases: list[Database] = field(default_factory=list)
+    _redis_db: int = 0
+
+    @property
+    def logs(self) -> Path:
+        return self.tmp
+
+    def artifact(self, name: str) -> Path:
+        """A file kept beside the run's JSON: `bench/results/<stamp>-<name>`."""
+        return self.results.with_name(f"{self.results.name}-{name}")
+
+    def fresh_broker(self) -> str:
+        """A Redis database nobody used yet (our own server, so flushing is ours to do)."""
+        self._redis_db = (self._redis_db + 1) % 16
+        url = f"{self.redis_url}/{self._redis_db}"
+        redis.Redis.from_url(url).flushdb()
+        return url
+
+    def fresh_database(self, backend: str) -> Database:
+        """A migrated, empty database, with the tutorial's `bench_done` table too."""
+        if backend == "sqlite":
+            path = self.tmp / f"bench{len(self._databases)}.db"
+            database = Database(f"sqlite:///{path}", functools.partial(_remove_sqlite, path))
+        else:
+            database = _postgresql_database()
+        self._databases.append(database)
+        upgrade(database.url)
+        bench_metadata.create_all(database.engine)
+        return database
+
+    def close(self) -> None:
+        """Drop every database made so far: its files or its PostgreSQL database."""
+        for database in self._databases:
+            if "engine" in database.__dict__:
+                database.engine.dispose()
+            database.drop()
+        self._databases.clear()
+        # Deleted files' dirty pages are dropped; what else is pending is written now,
+        # not during the next measurement (a million events is ~1 GB on SQLite).
+        os.sync()
+
+    def env(self, database: Database, broker: str, **extra: str) -> dict[str, str]:
+        """The environment of a web or worker process of ours or the tutorial's."""
+        return {
+            "DATABASE_URL": database.url,
+            "CELERY_BROKER_URL": broker,
+            "ITTYBIT_WEBHOOK_SECRET": self.secret,
+            "ITTYBIT_API_KEY": "bench-key",
+            "PIPELINE_VAR_DIR": str(self.tmp / "var"),
+            **extra,
+        }
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _postgresql_database() -> Database:
+    name = f"pipeline_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return Database(f"postgresql+psycopg://{PG_SERVER}/{name}", drop)

@@ -1,0 +1,244 @@
+"""The results as a table beside the issue's targets, and the machine they were taken on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Any
+
+from bench.procs import GUNICORN_WORKERS, REPO
+
+
+def machine() -> dict[str, Any]:
+    """What bounds the numbers: cores, load, versions, the commit measured."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else 0.0
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 5 with what was measured; never raises on a miss."""
+    found: list[dict[str, Any]] = []
+
+    def add(name: str, measured: str, met: bool | None) -> None:
+        found.append({"target": name, "measured": measured, "met": met})
+
+    handlers = results.get("ingest", {}).get("handlers")
+    if handlers:
+        ours, tutorial = handlers["ours"]["runs"], handlers["tutorial"]["runs"]
+        ratios = {c: _ratio(ours[c]["rps"], tutorial[c]["rps"]) for c in ours}
+        shown = ", ".join(f"{r:g}x @{c}" for c, r in ratios.items())
+        add("ingest >= 2x tutorial", shown, min(ratios.values()) >= 2)
+        add("ingest >= 1x tutorial (must-have)", shown, min(ratios.values()) >= 1)
+        high = max(ours, key=int)
+        add(
+            f"p99 @{high} no worse than tutorial's",
+            f"{ours[high]['p99_ms']:g} vs {tutorial[high]['p99_ms']:g} ms",
+            ours[high]["p99_ms"] <= tutorial[high]["p99_ms"],
+        )
+    e2e = results.get("e2e")
+    if e2e and "ours" in e2e and "tutorial" in e2e:
+        rates = [e2e[s]["burst"]["events_per_s"] for s in ("ours", "tutorial")]
+        add(
+            "end to end >= 2x tutorial",
+            f"{_ratio(*rates):g}x ({rates[0]:g} vs {rates[1]:g}/s)",
+            rates[0] >= 2 * rates[1],
+        )
+    if e2e and "ours" in e2e:
+        p50 = e2e["ours"]["idle"]["receipt_to_done_ms"]["p50"]
+        load = results["machine"]["load_average"][0]
+        add("receipt-to-done p50 <= 50 ms (idle)", f"{p50:g} ms (load avg {load:g})", p50 <= 50)
+    for backend, sizes in results.get("table_size", {}).items():
+        empty, full = (sizes[k]["runs"] for k in sorted(sizes, key=int))
+        ratios = {c: _ratio(full[c]["rps"], empty[c]["rps"]) for c in empty}
+        shown = ", ".join(f"{r:g}x @{c}" for c, r in ratios.items())
+        add(
+            f"flat cost with table size ({backend}, req/s full/empty >= 0.9)",
+            shown,
+            min(ratios.values()) >= 0.9,
+        )
+    return found
+
+
+def render(results: dict[str, Any]) -> str:
+    """The side-by-side tables, as printed at the end of a run."""
+    m = results["machine"]
+    changes = " + uncommitted changes" if m["uncommitted_changes"] else ""
+    disk = results.get("fsync_ms", {})
+    sections = [
+        f"machine: {m['cores']} cores, load average {m['load_average']} at the end, "
+        f"fsync p50 {disk.get('p50', '?')} ms, commit {m['commit']}{changes}"
+    ]
+    if "ingest" in results:
+        sections.append(_ingest_section(results["ingest"]))
+    for backend, sizes in results.get("table_size", {}).items():
+        sections.append(_size_section(backend, sizes))
+    if "e2e" in results:
+        sections.append(_e2e_section(results["e2e"]))
+    rss = _rss_rows(results)
+    if rss:
+        sections.append(
+            "PEAK RSS (VmHWM, MiB): parent / largest process / sum over the tree\n"
+            + _table(["process", "parent", "largest", "sum", "procs"], rss)
+        )
+    targets = [[t["target"], t["measured"], _mark(t["met"])] for t in results["targets"]]
+    sections.append(
+        "TARGETS (issue 5; reported, never enforced)\n"
+        + _table(["target", "measured", "met"], targets)
+    )
+    return "\n\n".join(sections)
+
+
+def _ingest_section(ingest: dict[str, Any]) -> str:
+    lines = [
+        f"INGEST: {ingest['generator']}, {GUNICORN_WORKERS} sync gunicorn workers each, "
+        f"shape B bodies of ~{ingest['body_bytes']} bytes, every request a new delivery"
+    ]
+    for name, run in ingest.get("ceilings", {}).items():
+        lines.append(f"  ceiling {name:<28} {run['rps']:>8.0f} req/s @{run['concurrency']}")
+    header = ["handler", "conc", "req/s", "p50 ms", "p99 ms", "failed", "stored"]
+    lines.append(_table(header, _ingest_rows(ingest.get("handlers", {}))))
+    profile = ingest.get("handlers", {}).get("ours", {}).get("profile")
+    if profile:
+        run = profile.get("run_while_profiled", {})
+        what = f"our web, an extra run at {run.get('rps', 0):.0f} req/s @{run.get('concurrency')}"
+        lines.append(_profile(what, profile))
+    return "\n".join(lines)
+
+
+def _size_section(backend: str, sizes: dict[str, Any]) -> str:
+    rows = [
+        [f"{int(size):,}", c, f"{r['rps']:.0f}", r["p50_ms"], r["p99_ms"], r.get("stored", "")]
+        for size, data in sizes.items()
+        for c, r in data["runs"].items()
+    ]
+    return f"TABLE SIZE ({backend}): our endpoint with events already stored\n" + _table(
+        ["stored", "conc", "req/s", "p50 ms", "p99 ms", "new"], rows
+    )
+
+
+def _e2e_section(e2e: dict[str, Any]) -> str:
+    header = ["system", "phase", "sent", "done", "runs ok", "events/s"]
+    header += ["send->done p50/p99 ms", "receipt->done p50/p99 ms"]
+    window = next(iter(e2e.values()))["burst"].get("window_s")
+    limit = f"burst window {window:g} s" if window else "burst until done"
+    disks = ", ".join(
+        f"{system} {data['fsync_ms_before']['p50']:g}" for system, data in e2e.items()
+    )
+    lines = [
+        f"END TO END: real listener work against the emulator, 2 prefork worker children "
+        f"each, {limit}; fsync p50 before (ms): {disks}",
+        _table(header, _e2e_rows(e2e)),
+    ]
+    profile = e2e.get("ours", {}).get("burst", {}).get("profile")
+    if profile:
+        lines.append(_profile("our worker, during its burst (slowed by the sampling)", profile))
+    return "\n".join(lines)
+
+
+def _profile(what: str, profile: dict[str, Any]) -> str:
+    if "skipped" in profile:
+        return f"PROFILE of {what} skipped: {profile['skipped']}"
+    lines = [
+        f"PROFILE of {what}: py-spy, wall time, {profile['samples']} samples; "
+        f"stacks in {profile['stacks_file']}"
+    ]
+    for title, key in (("own time", "own_time"), ("our functions, total time", "ours_total_time")):
+        rows = [[f["frame"], f"{f['percent']:g}%"] for f in profile[key]]
+        lines.append(_table([title, "share"], rows))
+    return "\n".join(lines)
+
+
+def _ingest_rows(handlers: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for name, data in handlers.items():
+        for c, r in data["runs"].items():
+            stored = r.get("stored", "") if name == "ours" else "-"
+            rows.append(
+                [
+                    name,
+                    c,
+                    f"{r['rps']:.0f}",
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["non_2xx"] + r["errors"],
+                    stored,
+                ]
+            )
+    if {"ours", "tutorial", "bare"} <= handlers.keys():
+        runs = {name: handlers[name]["runs"] for name in ("ours", "tutorial", "bare")}
+        for c in runs["ours"]:
+            ours = runs["ours"][c]["rps"]
+            for other in ("tutorial", "bare"):
+                ratio = _ratio(ours, runs[other][c]["rps"])
+                rows.append([f"ours/{other}", c, f"{ratio}x", "", "", "", ""])
+    return rows
+
+
+def _e2e_rows(e2e: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for system, data in e2e.items():
+        for phase in ("idle", "burst"):
+            r = data[phase]
+            receipt = r.get("receipt_to_done_ms")
+            rows.append(
+                [
+                    system,
+                    phase,
+                    r["sent"],
+                    r["complete"],
+                    f"{r['runs_ok']}/{r['runs_expected']}",
+                    r["events_per_s"] if phase == "burst" else "-",
+                    f"{r['send_to_done_ms']['p50']:g} / {r['send_to_done_ms']['p99']:g}",
+                    f"{receipt['p50']:g} / {receipt['p99']:g}" if receipt else "(not stored)",
+                ]
+            )
+    return rows
+
+
+def _rss_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+
+    def add(label: str, rss: dict[str, Any]) -> None:
+        rows.append([label, rss["parent_mb"], rss["largest_mb"], rss["total_mb"], rss["processes"]])
+
+    for name, data in results.get("ingest", {}).get("handlers", {}).items():
+        add(f"web ({name}, ingest)", data["peak_rss"])
+    for system, data in results.get("e2e", {}).items():
+        for proc, rss in data["peak_rss"].items():
+            add(f"{proc} ({system}, end to end)", rss)
+    return rows
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "-"}[met]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        # The first column is a name (left), the others numbers (right).
+        return "  " + "  ".join(
+            c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)
+        )
+
+    lines = [line(row) for row in cells]
+    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

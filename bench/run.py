@@ -1,0 +1,145 @@
+"""Benchmark our durable webhook pipeline beside the tutorial's, on loopback.
+
+    .venv/bin/python bench/run.py            # the full run, under 5 minutes
+    .venv/bin/python bench/run.py --quick    # about a minute, for development
+    .venv/bin/python bench/run.py --smoke    # seconds: does every part still run?
+
+Starts its own Redis, databases (SQLite files in a temporary folder; PostgreSQL databases
+`pipeline_bench_<random>` on 127.0.0.1:5432 with --postgres, dropped afterwards), gunicorn,
+Celery workers and the Ittybit emulator; prints a table and writes
+bench/results/<timestamp>.json. Targets are reported, never enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench import e2e, ingest, load, report
+from bench.context import PLANS, Context
+from bench.payloads import BODY_BYTES
+from bench.procs import REPO, fsync_ms, start_redis
+
+PARTS = ("ingest", "size", "e2e")
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller and shorter (~1 minute)")
+    size.add_argument("--smoke", action="store_true", help="tiny: checks the harness runs")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
+    parser.add_argument("--postgres", action="store_true", help="table-size run on PostgreSQL too")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy our web and worker under load"
+    )
+    parser.add_argument("--events", type=int, help="end-to-end burst size [plan's]")
+    parser.add_argument("--window", type=float, help="end-to-end seconds per system, 0: no limit")
+    parser.add_argument(
+        "--python-client", action="store_true", help="the asyncio client even if wrk is there"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the process logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    overrides = {"events": args.events, "window": args.window}
+    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    use_wrk = load.wrk_available() and not args.python_client
+    if not load.wrk_available():
+        _say(f"wrk not found, using the asyncio client instead ({load.INSTALL_WRK})")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = REPO / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    redis, redis_url = start_redis(tmp)
+    ctx = Context(plan, tmp, redis_url, results_dir / stamp, use_wrk, args.profile)
+    results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "started": stamp}
+    started = time.monotonic()
+    try:
+        results["fsync_ms"] = fsync_ms(tmp)
+        _run_parts(ctx, parts, args, results)
+    finally:
+        redis.stop()
+        ctx.close()
+        if args.keep:
+            _say(f"process logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["phases"] = PHASES
+    results["machine"] = report.machine()
+    results["targets"] = report.targets(results)
+    path = results_dir / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.render(results))
+    print(f"\n{plan.name} run in {results['seconds']:.0f} s; results in {path.relative_to(REPO)}")
+    return 0
+
+
+def _run_parts(
+    ctx: Context, parts: list[str], args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    handlers, sizes = "ingest" in parts, "size" in parts
+    if handlers:
+        out["ingest"] = {"generator": load.generator_name(ctx.use_wrk), "body_bytes": BODY_BYTES}
+        out["ingest"]["ceilings"] = _timed("ceilings", lambda: ingest.ceilings(ctx))
+    if handlers or sizes:
+        chosen = ingest.contenders(ctx, "sqlite", handlers, sizes)
+        measured = _timed("ingest side by side", lambda: ingest.side_by_side(ctx, chosen))
+        if handlers:
+            out["ingest"]["handlers"] = {name: measured[name] for name in ingest.HANDLERS}
+        if sizes:
+            out["table_size"] = {"sqlite": _sizes(ctx, measured)}
+    if sizes and args.postgres:
+        chosen = ingest.contenders(ctx, "postgresql", handlers=False, fill=True)
+        measured = _timed("table size (postgresql)", lambda: ingest.side_by_side(ctx, chosen))
+        out["table_size"]["postgresql"] = _sizes(ctx, measured)
+    ctx.close()  # the ingest databases, before the disk is measured again
+    if "e2e" in parts:
+        out["e2e"] = {}
+        for system in ("ours", "tutorial"):
+            out["e2e"][system] = _timed(
+                f"end to end ({system})", functools.partial(e2e.end_to_end, ctx, system)
+            )
+
+
+def _sizes(ctx: Context, measured: dict[str, Any]) -> dict[str, Any]:
+    return {"0": measured["ours"], str(ctx.plan.fill): measured[ingest.filled(ctx)]}
+
+
+PHASES: list[dict[str, Any]] = []  # what _timed saw, for the JSON
+
+
+def _timed(what: str, work: Callable[[], Any]) -> Any:
+    """Run one part, saying how long it took and how busy the machine was meanwhile."""
+    started, before = time.monotonic(), round(os.getloadavg()[0], 2)
+    _say(f"{what} ... (load average {before})")
+    value = work()
+    seconds, after = round(time.monotonic() - started, 1), round(os.getloadavg()[0], 2)
+    _say(f"{what}: {seconds:.0f} s (load average {after})")
+    PHASES.append({"part": what, "seconds": seconds, "load_before": before, "load_after": after})
+    return value
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
