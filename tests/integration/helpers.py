@@ -37,6 +37,15 @@ def send(url: str, body: bytes, secret: str | None, timeout: float = 10.0) -> re
     return requests.post(url, data=body, headers=headers, timeout=timeout)
 
 
+def timed_send(
+    url: str, body: bytes, secret: str | None, timeout: float = 10.0
+) -> tuple[requests.Response, float]:
+    """`send`, and how many seconds the answer took."""
+    started = time.monotonic()
+    answer = send(url, body, secret, timeout)
+    return answer, time.monotonic() - started
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
     """Poll `predicate` every 0.1 s until it is truthy; its value, or AssertionError."""
     deadline = time.monotonic() + timeout

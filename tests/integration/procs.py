@@ -1,16 +1,19 @@
-"""Real processes for the integration suite: redis-server, gunicorn, a Celery worker, the
-Ittybit emulator and `pipeline` CLI calls, each with its own log file and stopped by pid."""
+"""Real processes for the integration suite: redis-server, PostgreSQL, gunicorn, a Celery
+worker, the relay, the Ittybit emulator and `pipeline` CLI calls, each with its own log file
+and stopped by pid."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +24,16 @@ T = TypeVar("T")
 
 # Every process started and not yet stopped, so a failing test can print their logs.
 LIVE: list[Proc] = []
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc (Linux)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(set(found))
 
 
 def free_port() -> int:
@@ -41,7 +54,11 @@ class Proc:
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], logs: Path) -> None:
         self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.logs = logs
         self.log_path = logs / f"{name}.log"
+        self.log_start = self.log_size()  # a restart appends to the same log
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 [executable(argv[0]), *argv[1:]],
@@ -68,13 +85,34 @@ class Proc:
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to our child (a warm shutdown), SIGKILL after `grace` seconds, then
+    def children(self) -> list[int]:
+        """Pids of the processes our child forked (a prefork pool, gunicorn's workers)."""
+        return children(self.pid)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send `sig` to every process of the session we created (SIGSTOP freezes them all)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def again(self) -> Proc:
+        """A new process like this one (same command, environment and log), after a stop."""
+        return Proc(self.name, self.argv, self.env, self.logs)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once: a crash, no warm shutdown."""
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        self.stop()
+
+    def stop(self, grace: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> None:
+        """`sig` to our child (SIGTERM: a warm shutdown), SIGKILL after `grace` seconds, then
         SIGKILL to the process group we created for it, so no forked worker outlives it."""
         if self in LIVE:
             LIVE.remove(self)
         if self.popen.poll() is None:
-            self.popen.terminate()
+            self.signal_group(signal.SIGCONT)  # a frozen process cannot shut down
+            self.popen.send_signal(sig)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
@@ -122,9 +160,10 @@ def http_answers(url: str) -> Callable[[], tuple[int, str] | None]:
     return check
 
 
-def start_redis(logs: Path) -> tuple[Proc, str]:
-    """Our own redis-server on a free port, no persistence; returns it and its URL."""
-    port = free_port()
+def start_redis(logs: Path, port: int | None = None) -> tuple[Proc, str]:
+    """Our own redis-server on `port` (default: a free one), no persistence, so a restart
+    comes back empty; returns it and its URL."""
+    port = port or free_port()
     proc = Proc(
         "redis",
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -144,26 +183,118 @@ def _listening(port: int) -> bool:
         return False
 
 
-def start_gunicorn(env: Mapping[str, str], logs: Path, port: int, name: str = "web") -> Proc:
-    """`gunicorn 'pipeline.web:create_app()'` with 2 sync workers (wait for /healthz)."""
+class PostgresServer:
+    """Our own PostgreSQL (initdb, trust auth, no fsync) on a free port, run as the
+    `postgres` user, for tests that stop or freeze the database; `close()` removes it."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.port = free_port()
+        self.home = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
+        shutil.chown(self.home, "postgres")  # the server refuses to run as root
+        initdb = subprocess.run(
+            [*AS_POSTGRES, "initdb", "-D", str(self.home / "data"), "-A", "trust",
+             "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if initdb.returncode != 0:
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+        self.proc: Proc | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """The server's SQLAlchemy URL, without a database name."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart, same port and data) and wait until it accepts queries."""
+        self.proc = Proc(
+            "postgres",
+            [*AS_POSTGRES, "postgres", "-D", str(self.home / "data"), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.home}",
+             "-c", "fsync=off"],
+            os.environ,
+            self.logs,
+        )  # fmt: skip
+        wait_for(self._ready, f"postgres on port {self.port}", 30, self.proc)
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): clients are disconnected, new ones refused."""
+        if self.proc is not None:
+            self.proc.stop(sig=signal.SIGINT)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        """`sig` to the postmaster and each backend (every backend leads its own group)."""
+        assert self.proc is not None
+        for pid in [self.proc.pid, *self.proc.children()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The database hung: connections open (the kernel accepts them), nothing answers."""
+        self.signal_all(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal_all(signal.SIGCONT)
+
+    def _ready(self) -> bool:
+        done = subprocess.run(
+            ["pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        return done.returncode == 0
+
+
+AS_POSTGRES = ("setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups")
+
+
+WEB_APP = "pipeline.web:create_app()"
+
+
+def start_gunicorn(
+    env: Mapping[str, str],
+    logs: Path,
+    port: int,
+    name: str = "web",
+    app: str = WEB_APP,
+    workers: int = 2,
+) -> Proc:
+    """`gunicorn 'pipeline.web:create_app()'` (or `app`) with 2 sync workers (wait for
+    /healthz)."""
     return Proc(
         name,
-        ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "30",
-         "--graceful-timeout", "5", "--no-control-socket", "pipeline.web:create_app()"],
+        ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "30",
+         "--graceful-timeout", "5", "--no-control-socket", app],
         env,
         logs,
     )  # fmt: skip
 
 
-def start_worker(env: Mapping[str, str], logs: Path, name: str = "worker") -> Proc:
-    """`celery -A pipeline.worker worker`, prefork with 2 children."""
+def start_worker(
+    env: Mapping[str, str], logs: Path, name: str = "worker", concurrency: int = 2
+) -> Proc:
+    """`celery -A pipeline.worker worker`, prefork with `concurrency` children."""
     return Proc(
         name,
-        ["celery", "-A", "pipeline.worker", "worker", "--pool", "prefork", "-c", "2",
+        ["celery", "-A", "pipeline.worker", "worker", "--pool", "prefork", "-c", str(concurrency),
          "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h"],
         env,
         logs,
     )  # fmt: skip
+
+
+def start_relay(env: Mapping[str, str], logs: Path, interval: float, name: str = "relay") -> Proc:
+    """`pipeline relay --interval SECONDS`: the outbox's periodic re-publisher."""
+    return Proc(name, ["pipeline", "relay", "--interval", f"{interval:g}"], env, logs)
 
 
 def start_emulator(env: Mapping[str, str], logs: Path, port: int, **options: Any) -> Proc:
@@ -175,7 +306,23 @@ def start_emulator(env: Mapping[str, str], logs: Path, port: int, **options: Any
 
 
 def worker_ready(proc: Proc) -> Callable[[], bool]:
-    return lambda: " ready." in proc.log()
+    """A check: this worker process logged ` ready.` (not an earlier one in the same log)."""
+    return lambda: " ready." in proc.log(proc.log_start)
+
+
+def log_offsets() -> dict[str, int]:
+    """Where each live process's log ends now (to show only what a test made them log)."""
+    return {str(p.log_path): p.log_size() for p in LIVE}
+
+
+def logs_since(offsets: Mapping[str, int], tail: int) -> list[tuple[str, str]]:
+    """(title, text) for each live process's log past `offsets`, last `tail` characters."""
+    sections = []
+    for proc in list(LIVE):
+        text = proc.log(offsets.get(str(proc.log_path), 0))
+        if text.strip():
+            sections.append((f"{proc.name} log ({proc.log_path})", text[-tail:]))
+    return sections
 
 
 def run_cli(

@@ -1,19 +1,27 @@
 """One running pipeline: its own Redis, a fresh database migrated by `pipeline db upgrade`,
-the emulator playing Ittybit, gunicorn and a Celery worker, all on loopback."""
+the emulator playing Ittybit, gunicorn, a Celery worker and (for fault tests) the relay, all
+on loopback; and what fault tests do to it: kill a worker, stop, restart or freeze Redis,
+hold the database's write lock, restart whatever died as a supervisor would."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import psycopg
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from .procs import (
+    WEB_APP,
     Proc,
     free_port,
     http_answers,
@@ -21,11 +29,13 @@ from .procs import (
     start_emulator,
     start_gunicorn,
     start_redis,
+    start_relay,
     start_worker,
     wait_for,
     worker_ready,
 )
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
@@ -33,7 +43,20 @@ BACKENDS = ("sqlite", "postgresql")
 OURS = (
     "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SMTP_URL", "PUBLIC_URL",
     "ITTYBIT_WEBHOOK_SECRET", "ITTYBIT_API_KEY", "ITTYBIT_API_URL", "PIPELINE_VAR_DIR",
+    "RUN_LEASE_SECONDS", "TASK_TIME_LIMIT", "REDELIVER_AFTER", "RELAY_INTERVAL",
+    "BROKER_VISIBILITY_TIMEOUT",
 )  # fmt: skip
+# Timings for fault stacks: a task past its hard limit (4 s) is killed, its run taken back
+# when the lease (6 s) runs out; a run published but never claimed is re-published 2 s
+# after it fell due; the relay looks twice a second.
+FAULT_TIMINGS = {
+    "TASK_TIME_LIMIT": "4",
+    "RUN_LEASE_SECONDS": "6",
+    "REDELIVER_AFTER": "2",
+    "RELAY_INTERVAL": "0.5",
+}
+# Processes a supervisor (Heroku, systemd `Restart=always`) restarts when they die.
+SUPERVISED = ("worker", "web", "relay")
 
 
 @dataclass
@@ -75,6 +98,8 @@ class Stack:
     secret: str
     procs: dict[str, Proc] = field(default_factory=dict)
     engine: Engine | None = None
+    # How often each process had to be restarted after it died (see `supervise`).
+    restarts: Counter[str] = field(default_factory=Counter)
 
     @property
     def db(self) -> Engine:
@@ -91,9 +116,139 @@ class Stack:
         """`pipeline ARGS...` with this stack's environment (plus `env`)."""
         return run_cli(args, {**self.env, **(env or {})}, self.logs, timeout)
 
+    # --- the broker -------------------------------------------------------------------
+
+    @property
+    def redis_port(self) -> int:
+        return urlsplit(self.env["CELERY_BROKER_URL"]).port or 6379
+
+    def redis(self, *args: str, timeout: float = 10.0) -> str:
+        """`redis-cli -p <our port> ARGS...`; what it printed."""
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.redis_port), *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def stop_redis(self) -> None:
+        """Stop our Redis (connections refused from now on); nothing is saved."""
+        proc = self.procs.pop("redis", None)
+        if proc is not None:
+            proc.stop()
+
+    def start_redis(self) -> None:
+        """Start our Redis again on the same port: empty, as after a crash without
+        persistence."""
+        if "redis" not in self.procs:
+            self.procs["redis"], _ = start_redis(self.logs, self.redis_port)
+
+    def restart_redis(self) -> None:
+        self.stop_redis()
+        self.start_redis()
+
+    @contextmanager
+    def redis_frozen(self) -> Iterator[None]:
+        """Redis hung: it accepts connections (the kernel does) but answers nothing."""
+        proc = self.procs["redis"]
+        proc.signal_group(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.signal_group(signal.SIGCONT)
+
+    # --- the database -------------------------------------------------------------------
+
+    @contextmanager
+    def database_stalled(self) -> Iterator[None]:
+        """Hold the lock webhook inserts need, so the endpoint answers slowly until exit."""
+        with self.db.connect() as conn:
+            if self.backend == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("LOCK TABLE webhook_events IN EXCLUSIVE MODE"))
+            try:
+                yield
+            finally:
+                conn.rollback()
+
+    # --- processes ----------------------------------------------------------------------
+
+    def worker_children(self) -> list[int]:
+        """Pids of the worker's prefork children (the processes running tasks)."""
+        return self.procs["worker"].children()
+
+    def kill_worker_child(self, pid: int) -> None:
+        """SIGKILL one prefork child of our worker, as the OOM killer would."""
+        if pid not in self.worker_children():
+            raise AssertionError(f"pid {pid} is not a child of {self.procs['worker']}")
+        os.kill(pid, signal.SIGKILL)
+
+    def start_relay(self, interval: float | None = None) -> Proc:
+        """`pipeline relay --interval RELAY_INTERVAL` (or `interval`)."""
+        pause = interval if interval is not None else float(self.env.get("RELAY_INTERVAL", 5))
+        self.procs["relay"] = start_relay(self.env, self.logs, pause)
+        return self.procs["relay"]
+
+    def start_worker(self, wait: bool = True) -> Proc:
+        """A new worker (the old one must be stopped); `wait` for it to be ready."""
+        proc = self.procs.get("worker")
+        if proc is not None and proc.alive:
+            raise RuntimeError(f"{proc} is still running")
+        proc = proc.again() if proc is not None else start_worker(self.env, self.logs)
+        self.procs["worker"] = proc
+        if wait:
+            wait_for(worker_ready(proc), "the worker", 60, proc)
+        return proc
+
+    def restart(self, name: str, wait: bool = True) -> Proc:
+        """Stop `name` (if it runs) and start it again with the same command line."""
+        old = self.procs[name]
+        old.stop()
+        if name == "worker":
+            return self.start_worker(wait)
+        self.procs[name] = old.again()
+        if wait and name == "web":
+            wait_for(http_answers(f"{self.web_url}/healthz"), "gunicorn", 30, self.procs[name])
+        return self.procs[name]
+
+    def start_web(self, name: str, app: str = WEB_APP, **env: str) -> str:
+        """Another gunicorn on a free port (same database and broker); its base URL."""
+        port = free_port()
+        self.procs[name] = start_gunicorn({**self.env, **env}, self.logs, port, name, app)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(http_answers(f"{url}/healthz"), name, 30, self.procs[name])
+        return url
+
+    def supervise(self) -> list[str]:
+        """Restart each supervised process that died (counted in `restarts`), like
+        Heroku or systemd `Restart=always` would; the names restarted."""
+        dead = [n for n in SUPERVISED if n in self.procs and not self.procs[n].alive]
+        for name in dead:
+            self.restarts[name] += 1
+            self.restart(name, wait=False)
+        return dead
+
+    def supervising(self, check: Callable[[], T]) -> Callable[[], T]:
+        """`check` for wait_until, restarting dead processes before each look."""
+
+        def supervised() -> T:
+            self.supervise()
+            return check()
+
+        return supervised
+
+    def heal(self) -> None:
+        """Undo what a fault test did: thaw and start Redis, restart what died."""
+        if "redis" in self.procs:
+            self.procs["redis"].signal_group(signal.SIGCONT)
+        self.start_redis()
+        self.supervise()
+        if "worker" in self.procs:
+            wait_for(worker_ready(self.procs["worker"]), "the worker", 60, self.procs["worker"])
+
     def stop(self) -> None:
         """Stop the processes by pid (worker first: it finishes its task), drop the database."""
-        for name in ("worker", "web", "emulator", "redis"):
+        for name in ("relay", "worker", "web", "emulator", "redis"):
             proc = self.procs.pop(name, None)
             if proc is not None:
                 proc.stop()
@@ -112,8 +267,17 @@ def pipeline_env(**values: str) -> dict[str, str]:
     return env
 
 
-def start_stack(backend: str, logs: Path, pythonpath: str = "") -> Stack:
-    """Start everything; on any failure stop what was started and re-raise."""
+def start_stack(
+    backend: str,
+    logs: Path,
+    pythonpath: str = "",
+    *,
+    env: Mapping[str, str] | None = None,
+    relay: bool = False,
+    concurrency: int = 2,
+) -> Stack:
+    """Start everything (with the relay if asked; `env` adds variables, e.g.
+    FAULT_TIMINGS); on any failure stop what was started and re-raise."""
     logs.mkdir(parents=True, exist_ok=True)
     web_port, emulator_port = free_port(), free_port()
     stack = Stack(
@@ -126,14 +290,23 @@ def start_stack(backend: str, logs: Path, pythonpath: str = "") -> Stack:
         secret=f"whsec_it_{secrets.token_hex(8)}",
     )
     try:
-        _start(stack, web_port, emulator_port, pythonpath)
+        _start(stack, web_port, emulator_port, pythonpath, dict(env or {}), concurrency)
+        if relay:
+            stack.start_relay()
     except BaseException:
         stack.stop()
         raise
     return stack
 
 
-def _start(stack: Stack, web_port: int, emulator_port: int, pythonpath: str) -> None:
+def _start(
+    stack: Stack,
+    web_port: int,
+    emulator_port: int,
+    pythonpath: str,
+    extra: dict[str, str],
+    concurrency: int,
+) -> None:
     redis, broker_url = start_redis(stack.logs)
     stack.procs["redis"] = redis
     api_key = f"key_it_{secrets.token_hex(8)}"
@@ -147,7 +320,11 @@ def _start(stack: Stack, web_port: int, emulator_port: int, pythonpath: str) -> 
         pipeline_var_dir=str(stack.logs / "var"),
     )
     if pythonpath:
-        stack.env["PYTHONPATH"] = pythonpath
+        # The caller's PYTHONPATH stays first (a scratch copy of the core can be tried so).
+        stack.env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [os.getenv("PYTHONPATH"), pythonpath])
+        )
+    stack.env.update(extra)
     stack.procs["emulator"] = start_emulator(
         stack.env, stack.logs, emulator_port, api_key=api_key, secret=stack.secret,
         shape="B", delay="0.2",
@@ -157,7 +334,7 @@ def _start(stack: Stack, web_port: int, emulator_port: int, pythonpath: str) -> 
         raise RuntimeError(f"pipeline db upgrade failed:\n{upgraded.stdout}{upgraded.stderr}")
     stack.engine = open_engine(stack.database.url)
     stack.procs["web"] = start_gunicorn(stack.env, stack.logs, web_port)
-    stack.procs["worker"] = start_worker(stack.env, stack.logs)
+    stack.procs["worker"] = start_worker(stack.env, stack.logs, concurrency=concurrency)
     status, health = wait_for(
         http_answers(f"{stack.web_url}/healthz"), "gunicorn", 30, stack.procs["web"]
     )
