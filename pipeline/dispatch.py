@@ -59,6 +59,18 @@ class Publisher:
             return 0
         return len(batch)
 
+    def backlog(self) -> int | None:
+        """Messages waiting in the default queue, or None when the broker cannot say."""
+        queue = str(self.celery.conf.task_default_queue)
+        try:
+            if self._redis is not None:
+                return int(self._redis.llen(queue))
+            with self.celery.connection_for_write() as conn:
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+                return int(declared.message_count)
+        except Exception:
+            return None
+
     def _send(self, batch: list[tuple[int, str]]) -> None:
         with self.celery.producer_or_acquire() as producer, producer.batch():
             for run_id, listener in batch:

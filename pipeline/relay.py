@@ -24,12 +24,17 @@ REPLAYABLE = ("failed", "skipped")
 def relay_once(
     engine: Engine, publisher: Publisher, redeliver_after: float, limit: int = 500
 ) -> int:
-    """Publish every run that is due; returns how many were published."""
+    """Publish every run that is due; returns how many were published.
+
+    While the broker holds a backlog, a waiting run's message is most likely in it: only
+    runs whose worker died are taken back then, and the rest once the queue drains. A
+    copy per run per pass would otherwise multiply a backlog (the claim would turn the
+    copies away, but workers would spend their time doing so).
+    """
     now = utcnow()
-    due = or_(
-        and_(ListenerRun.state.in_(("pending", "retrying")), ListenerRun.due_at <= now),
-        and_(ListenerRun.state == "running", ListenerRun.lease_expires_at < now),
-    )
+    lease_expired = and_(ListenerRun.state == "running", ListenerRun.lease_expires_at < now)
+    waiting = and_(ListenerRun.state.in_(("pending", "retrying")), ListenerRun.due_at <= now)
+    due = lease_expired if publisher.backlog() else or_(waiting, lease_expired)
     query = (
         select(ListenerRun.id, ListenerRun.listener)
         .where(due)

@@ -8,7 +8,6 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -26,18 +25,8 @@ from .helpers import (
     runs_for,
     wait_until,
 )
-from .procs import (
-    free_port,
-    http_answers,
-    start_emulator,
-    start_gunicorn,
-    start_redis,
-    start_worker,
-    wait_for,
-    worker_ready,
-)
 from .smtp import Inbox, Received
-from .stack import BACKENDS, Stack, create_database, open_engine, pipeline_env
+from .stack import BACKENDS, Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,63 +51,13 @@ def e2e(
     inbox.start()
     try:
         logs = tmp_path_factory.mktemp(f"e2e-{request.param}")
-        stack = start_mail_stack(request.param, logs, inbox.url)
+        stack = start_stack(request.param, logs, env={"SMTP_URL": inbox.url})
     except BaseException:
         inbox.stop()
         raise
     yield MailStack(stack, inbox)
     stack.stop()
     inbox.stop()
-
-
-def start_mail_stack(backend: str, logs: Path, smtp_url: str) -> Stack:
-    """What stack.start_stack does, with SMTP_URL in every process's environment."""
-    web_port, emulator_port = free_port(), free_port()
-    stack = Stack(
-        backend=backend,
-        logs=logs,
-        database=create_database(backend, logs),
-        env={},
-        web_url=f"http://127.0.0.1:{web_port}",
-        emulator_url=f"http://127.0.0.1:{emulator_port}",
-        secret=f"whsec_e2e_{secrets.token_hex(8)}",
-    )
-    try:
-        _start(stack, web_port, emulator_port, smtp_url)
-    except BaseException:
-        stack.stop()
-        raise
-    return stack
-
-
-def _start(stack: Stack, web_port: int, emulator_port: int, smtp_url: str) -> None:
-    stack.procs["redis"], broker_url = start_redis(stack.logs)
-    api_key = f"key_e2e_{secrets.token_hex(8)}"
-    stack.env = pipeline_env(
-        database_url=stack.database.url,
-        celery_broker_url=broker_url,
-        ittybit_webhook_secret=stack.secret,
-        ittybit_api_key=api_key,
-        ittybit_api_url=stack.emulator_url,
-        public_url=stack.web_url,
-        pipeline_var_dir=str(stack.logs / "var"),
-        smtp_url=smtp_url,
-    )
-    stack.procs["emulator"] = start_emulator(
-        stack.env, stack.logs, emulator_port, api_key=api_key, secret=stack.secret, delay="0.2"
-    )
-    upgraded = stack.cli("db", "upgrade")
-    if upgraded.returncode != 0:
-        raise RuntimeError(f"pipeline db upgrade failed:\n{upgraded.stdout}{upgraded.stderr}")
-    stack.engine = open_engine(stack.database.url)
-    stack.procs["web"] = start_gunicorn(stack.env, stack.logs, web_port)
-    stack.procs["worker"] = start_worker(stack.env, stack.logs)
-    status, _ = wait_for(http_answers(f"{stack.web_url}/healthz"), "gunicorn", 30,
-                         stack.procs["web"])  # fmt: skip
-    assert status == 200, f"/healthz answered {status}"
-    wait_for(http_answers(f"{stack.emulator_url}/_emulator/jobs"), "the emulator", 30,
-             stack.procs["emulator"])  # fmt: skip
-    wait_for(worker_ready(stack.procs["worker"]), "the worker", 60, stack.procs["worker"])
 
 
 # --- what a test does and reads ------------------------------------------------------------
