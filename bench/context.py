@@ -1,24 +1,33 @@
-"""What every benchmark of one run shares: its sizes, its folders, its Redis and secret,
-and fresh databases (a SQLite file, or a PostgreSQL database dropped afterwards)."""
+"""What every benchmark of one run shares: its sizes, its server settings, its folders, its
+Redis and secret, and fresh databases (a SQLite file, or a PostgreSQL database dropped
+afterwards)."""
 
 from __future__ import annotations
 
 import functools
 import os
 import secrets
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import psycopg
 import redis
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
+from bench.procs import Proc
 from bench.tutorial_tasks import bench_metadata
 from pipeline.migrate import upgrade
 
 PG_SERVER = "postgres@127.0.0.1:5432"
+PG_ADDRESS = ("127.0.0.1", 5432)
+BACKENDS = ("sqlite", "postgresql")
+POOLS = ("prefork", "threads")
+# The tutorial's worker: `celery worker` with Celery's defaults on this machine (prefork,
+# one child per core), which is what a tutorial user runs; only ours is tuned.
+TUTORIAL_POOL = ("prefork", os.cpu_count() or 2)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,32 @@ PLANS = {
 }
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What the servers run on: one database backend and one gunicorn worker count for every
+    contender; the pool and concurrency of OUR end-to-end worker."""
+
+    database: str = "postgresql"
+    web_workers: int = 2  # the Procfile's WEB_CONCURRENCY default
+    worker_pool: str = "prefork"
+    worker_concurrency: int = 4  # the Procfile's WORKER_CONCURRENCY default
+
+    def worker(self, system: str) -> tuple[str, int]:
+        """(pool, concurrency) of `system`'s Celery worker."""
+        if system == "ours":
+            return self.worker_pool, self.worker_concurrency
+        return TUTORIAL_POOL
+
+
+def postgresql_answers() -> bool:
+    """Something accepts connections on PostgreSQL's address (the default backend then)."""
+    try:
+        with socket.create_connection(PG_ADDRESS, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Database:
     url: str
@@ -57,6 +92,32 @@ class Database:
         """A plain engine for the harness's own reads and writes (no BEGIN IMMEDIATE)."""
         return create_engine(self.url)
 
+    def counters(self) -> dict[str, int]:
+        """PostgreSQL's counts for this database so far (none on SQLite): connections made
+        (one opened and closed during a measurement has its server's CPU missed), commits
+        and rollbacks."""
+        if not self.url.startswith("postgresql"):
+            return {}
+        query = (
+            "SELECT sessions AS connections, xact_commit AS commits, xact_rollback AS rollbacks"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        )
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return {k: int(v) for k, v in conn.execute(text(query)).one()._asdict().items()}
+
+    def server_pids(self) -> list[int]:
+        """The PostgreSQL backends serving this database (not the harness's); none on SQLite,
+        whose work is done inside the processes that use it."""
+        if not self.url.startswith("postgresql"):
+            return []
+        query = (
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        with self.engine.connect() as conn:
+            return [int(pid) for pid in conn.execute(text(query)).scalars()]
+
 
 @dataclass
 class Context:
@@ -66,8 +127,10 @@ class Context:
     tmp: Path
     redis_url: str
     results: Path  # bench/results/<stamp>: what is kept (JSON, profiles)
+    setup: Setup = field(default_factory=Setup)
     use_wrk: bool = True  # else the asyncio client
     profile: bool = False  # py-spy our web (an extra run) and worker (during its burst)
+    broker_pid: int | None = None  # our redis-server, for the CPU it uses
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     _databases: list[Database] = field(default_factory=list)
     _redis_db: int = 0
@@ -87,8 +150,10 @@ class Context:
         redis.Redis.from_url(url).flushdb()
         return url
 
-    def fresh_database(self, backend: str) -> Database:
-        """A migrated, empty database, with the tutorial's `bench_done` table too."""
+    def fresh_database(self, backend: str | None = None) -> Database:
+        """A migrated, empty database (the run's backend unless named), with the tutorial's
+        `bench_done` table too."""
+        backend = backend or self.setup.database
         if backend == "sqlite":
             path = self.tmp / f"bench{len(self._databases)}.db"
             database = Database(f"sqlite:///{path}", functools.partial(_remove_sqlite, path))
@@ -109,6 +174,19 @@ class Context:
         # Deleted files' dirty pages are dropped; what else is pending is written now,
         # not during the next measurement (a million events is ~1 GB on SQLite).
         os.sync()
+
+    def cpu_groups(self, database: Database, procs: Mapping[str, Proc]) -> dict[str, list[int]]:
+        """What a measurement's CPU time is counted over: each of `procs` with its children,
+        the database's server processes, and our Redis."""
+        groups = {name: proc.tree() for name, proc in procs.items()}
+        groups["database"] = database.server_pids()
+        groups["broker"] = [self.broker_pid] if self.broker_pid else []
+        return groups
+
+    def broker_commands(self) -> int:
+        """Commands our Redis has processed so far (every system's: measure one at a time)."""
+        stats = redis.Redis.from_url(self.redis_url).info("stats")
+        return int(stats["total_commands_processed"])
 
     def env(self, database: Database, broker: str, **extra: str) -> dict[str, str]:
         """The environment of a web or worker process of ours or the tutorial's."""

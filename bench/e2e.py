@@ -4,9 +4,11 @@ workers and for the tutorial's, on the same cores, one after the other."""
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +16,19 @@ import requests
 from sqlalchemy import Engine, case, func, select
 
 from bench import load
-from bench.context import Context
+from bench.context import Context, Database
 from bench.ingest import HANDLERS
 from bench.payloads import Delivery, deliveries, seed_media
-from bench.procs import Proc, fsync_ms, start_celery, start_emulator, start_gunicorn
+from bench.procs import (
+    Proc,
+    cpu_ms_per,
+    cpu_snapshot,
+    cpu_used,
+    fsync_ms,
+    start_celery,
+    start_emulator,
+    start_gunicorn,
+)
 from bench.profile import TASK_RUNNING, profile_while
 from bench.tutorial_tasks import bench_done
 from pipeline.models import ListenerRun, WebhookEvent
@@ -43,7 +54,7 @@ class Done:
 def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
     """Idle latency, then a burst of `plan.events` webhooks, through `system`'s web and worker."""
     plan = ctx.plan
-    database = ctx.fresh_database("sqlite")
+    database = ctx.fresh_database()
     engine = database.engine
     idle = deliveries(f"task_idle_{system}", plan.idle_events, ctx.secret, first_media_id=1)
     burst = deliveries(
@@ -54,25 +65,61 @@ def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
     disk = fsync_ms(ctx.tmp, rounds=30)
     env = ctx.env(database, ctx.fresh_broker())
     procs: dict[str, Proc] = {}
+    counters = {**database.counters(), "redis_commands": ctx.broker_commands()}
     try:
         procs["emulator"], emulator_port = start_emulator(env, ctx.logs, f"emulator-{system}")
         env["ITTYBIT_API_URL"] = f"http://127.0.0.1:{emulator_port}"
         procs["web"], web_port = start_gunicorn(
-            HANDLERS[system], env, ctx.logs, f"e2e-web-{system}"
+            HANDLERS[system], env, ctx.logs, f"e2e-web-{system}", ctx.setup.web_workers
         )
         env["PUBLIC_URL"] = f"http://127.0.0.1:{web_port}"
-        procs["worker"] = start_celery(WORKERS[system], env, ctx.logs, f"worker-{system}")
+        pool, concurrency = ctx.setup.worker(system)
+        procs["worker"] = start_celery(
+            WORKERS[system], env, ctx.logs, f"worker-{system}", pool, concurrency
+        )
         url = f"{env['PUBLIC_URL']}/webhooks/ittybit"
+        counted = functools.partial(_cpu_counted, ctx, database, procs)
         result = {
-            "idle": _idle(system, engine, url, idle, procs["worker"]),
-            "burst": _burst(ctx, system, engine, url, burst, procs["worker"]),
+            "idle": counted(lambda: _idle(system, engine, url, idle, procs["worker"])),
+            "burst": counted(lambda: _burst(ctx, system, engine, url, burst, procs["worker"])),
         }
         result["peak_rss"] = {name: proc.peak_rss_mb() for name, proc in procs.items()}
+        result["worker"] = {"pool": pool, "concurrency": concurrency}
         result["fsync_ms_before"] = disk
-        return result
     finally:
         for proc in reversed(procs.values()):  # workers first: none calls a stopped emulator
             proc.stop()
+    after = {**database.counters(), "redis_commands": ctx.broker_commands()}
+    result["counts"] = _per_event(counters, after, result)
+    return result
+
+
+def _cpu_counted(
+    ctx: Context, database: Database, procs: dict[str, Proc], phase: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run a phase, adding the CPU its processes used: in seconds, and per event when every
+    event sent was finished (else work still queued or in flight would be counted)."""
+    before = cpu_snapshot(ctx.cpu_groups(database, procs))
+    result = phase()
+    used = cpu_used(before, cpu_snapshot(ctx.cpu_groups(database, procs)))
+    result["cpu_s"] = {name: round(seconds, 2) for name, seconds in used.items()}
+    whole = result["complete"] == result["sent"]
+    result["cpu_ms_per_event"] = cpu_ms_per(used, result["complete"]) if whole else None
+    return result
+
+
+def _per_event(
+    before: dict[str, int], after: dict[str, int], result: dict[str, Any]
+) -> dict[str, Any]:
+    """Database commits (a connection's pre-ping is one too), rollbacks (the harness's
+    reads), connections, Redis commands: over both phases, counted once every process
+    stopped (a PostgreSQL backend reports its counts late, at the latest when it exits)."""
+    counted = {key: after[key] - before[key] for key in after}
+    phases = [result["idle"], result["burst"]]
+    events = sum(phase["complete"] for phase in phases)
+    whole = all(phase["complete"] == phase["sent"] for phase in phases)
+    per = {key: round(n / max(events, 1), 2) for key, n in counted.items()} if whole else None
+    return {"counted": counted, "events": events, "per_event": per}
 
 
 def _idle(

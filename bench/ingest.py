@@ -4,6 +4,7 @@ with an empty events table and a full one."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import socket
 from collections.abc import Iterator
@@ -16,7 +17,15 @@ from sqlalchemy import text
 from bench import load
 from bench.context import Context, Database
 from bench.payloads import deliveries, fill_events, write_wrk_file
-from bench.procs import Proc, free_port, start_gunicorn, wait_for
+from bench.procs import (
+    Proc,
+    cpu_ms_per,
+    cpu_snapshot,
+    cpu_used,
+    free_port,
+    start_gunicorn,
+    wait_for,
+)
 from bench.profile import WEB_HANDLING, profile_while
 
 HANDLERS = {
@@ -31,7 +40,7 @@ BODIES_PER_SECOND = 6000  # above what any of the three serves here, so none wra
 def server(ctx: Context, label: str, app: str, database: Database) -> Iterator[tuple[Proc, str]]:
     """A gunicorn serving `app` on its own Redis database; yields it and its webhook URL."""
     env = ctx.env(database, ctx.fresh_broker())
-    web, port = start_gunicorn(app, env, ctx.logs, f"web-{label}")
+    web, port = start_gunicorn(app, env, ctx.logs, f"web-{label}", ctx.setup.web_workers)
     try:
         yield web, f"http://127.0.0.1:{port}/webhooks/ittybit"
     finally:
@@ -62,10 +71,9 @@ def ceilings(ctx: Context) -> dict[str, Any]:
         generator = measure(ctx, url, "ceiling_trivial", 64, ctx.plan.seconds / 2)
     finally:
         trivial.stop()
-    with server(ctx, "noop", "bench.tutorial_app:noop_app", ctx.fresh_database("sqlite")) as (
-        _,
-        url,
-    ):
+    # The no-op app opens no database: a SQLite file is the cheapest to give it.
+    noop_app = "bench.tutorial_app:noop_app"
+    with server(ctx, "noop", noop_app, ctx.fresh_database("sqlite")) as (_, url):
         noop = measure(ctx, url, "ceiling_noop", 64, ctx.plan.seconds / 2)
     return {"generator_vs_trivial_server": generator, "gunicorn_noop_app": noop}
 
@@ -85,16 +93,17 @@ class Contender:
     stored_before: int = 0
 
 
-def contenders(ctx: Context, backend: str, handlers: bool, fill: bool) -> list[Contender]:
-    """Ours (empty table); ours with `plan.fill` events stored; the tutorial's; the bare one."""
-    chosen = [Contender("ours", HANDLERS["ours"], ctx.fresh_database(backend))]
+def contenders(ctx: Context, handlers: bool, fill: bool) -> list[Contender]:
+    """Ours (empty table); ours with `plan.fill` events stored; the tutorial's; the bare one;
+    each on a fresh database of the run's backend."""
+    chosen = [Contender("ours", HANDLERS["ours"], ctx.fresh_database())]
     if fill:
-        database = ctx.fresh_database(backend)
+        database = ctx.fresh_database()
         fill_events(database.engine, ctx.plan.fill)
         chosen.append(Contender(filled(ctx), HANDLERS["ours"], database, ctx.plan.fill))
     if handlers:
         for name in ("tutorial", "bare"):
-            chosen.append(Contender(name, HANDLERS[name], ctx.fresh_database("sqlite")))
+            chosen.append(Contender(name, HANDLERS[name], ctx.fresh_database()))
     return chosen
 
 
@@ -116,9 +125,13 @@ def side_by_side(ctx: Context, chosen: list[Contender]) -> dict[str, Any]:
             measure(ctx, url, f"warm_{label}", 16, plan.warmup)
         for concurrency, round_ in itertools.product(plan.concurrencies, range(plan.rounds)):
             for contender in chosen:
-                label, url = contender.label, up[contender.label][1]
-                before = stored_events(contender.database)
+                label, (web, url) = contender.label, up[contender.label]
+                groups = functools.partial(ctx.cpu_groups, contender.database, {"web": web})
+                before, cpu = stored_events(contender.database), cpu_snapshot(groups())
                 run = measure(ctx, url, f"{label}_c{concurrency}_{round_}", concurrency, seconds)
+                run["cpu_ms_per_request"] = cpu_ms_per(
+                    cpu_used(cpu, cpu_snapshot(groups())), run["requests"]
+                )
                 run["stored"] = stored_events(contender.database) - before
                 _keep_best(results[label]["runs"], str(concurrency), run)
         if ctx.profile and {"ours", "tutorial"} <= up.keys():  # once, beside the tutorial

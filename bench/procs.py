@@ -1,5 +1,5 @@
 """The processes a benchmark starts: each in its own session, logging to a file, stopped by
-pid; and their peak memory, read from /proc."""
+pid; their peak memory and the CPU time they use, read from /proc."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -67,6 +67,9 @@ class Proc:
     def children(self) -> list[int]:
         return _descendants(self.pid)
 
+    def tree(self) -> list[int]:
+        return [self.pid, *_descendants(self.pid)]
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, SIGKILL after `grace`, then SIGKILL to the session so no child outlives it."""
         if self.popen.poll() is None:
@@ -108,6 +111,41 @@ def _vm_hwm_kb(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CpuSnapshot = dict[str, dict[int, float]]  # group -> pid -> CPU seconds used so far
+
+
+def cpu_snapshot(groups: Mapping[str, Iterable[int]]) -> CpuSnapshot:
+    """User + system CPU seconds each live process of each group has used so far (with
+    its children that exited)."""
+    return {name: {pid: _cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
+
+
+def cpu_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds per group between two snapshots; a process new in `after` counts whole.
+    One that exited in between is missed (its CPU went to a parent outside the group)."""
+    return {
+        name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+        for name, pids in after.items()
+    }
+
+
+def cpu_ms_per(used: Mapping[str, float], count: int) -> dict[str, float]:
+    """CPU milliseconds per request or event, per group and in total."""
+    per = {name: round(1000 * seconds / max(count, 1), 2) for name, seconds in used.items()}
+    return {"total": round(sum(per.values()), 2), **per}
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17, counted after the ")" ending the name.
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
 
 
 def wait_for(check: Callable[[], object], what: str, proc: Proc, timeout: float = 30.0) -> None:
@@ -155,32 +193,33 @@ def _listening(port: int) -> bool:
         return False
 
 
-# The same server settings for every handler measured (the Procfile's, minus the access log).
-GUNICORN_WORKERS = 2
-
-
-def start_gunicorn(app: str, env: Mapping[str, str], logs: Path, name: str) -> tuple[Proc, int]:
-    """`gunicorn APP` with 2 sync workers on a free port, once it answers HTTP."""
+def start_gunicorn(
+    app: str, env: Mapping[str, str], logs: Path, name: str, workers: int
+) -> tuple[Proc, int]:
+    """`gunicorn APP` with `workers` sync workers on a free port (the Procfile's settings,
+    minus the access log), once every worker answers."""
     port = free_port()
     proc = Proc(
         name,
-        ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
+        ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
          "--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "5",
          "--backlog", "2048", "--no-control-socket", app],
         env,
         logs,
     )  # fmt: skip
     wait_for(answers(f"http://127.0.0.1:{port}/healthz"), f"{name} to answer", proc, 30)
-    # Both workers booted, so the first measured requests do not pay for an import.
-    wait_for(lambda: len(proc.children()) >= GUNICORN_WORKERS, "gunicorn workers", proc, 30)
+    # Every worker booted, so the first measured requests do not pay for an import.
+    wait_for(lambda: len(proc.children()) >= workers, "gunicorn workers", proc, 30)
     return proc, port
 
 
-def start_celery(app: str, env: Mapping[str, str], logs: Path, name: str) -> Proc:
-    """`celery -A APP worker`, prefork with 2 children (the Procfile's), once it is ready."""
+def start_celery(
+    app: str, env: Mapping[str, str], logs: Path, name: str, pool: str, concurrency: int
+) -> Proc:
+    """`celery -A APP worker --pool POOL --concurrency N`, once it is ready."""
     proc = Proc(
         name,
-        ["celery", "-A", app, "worker", "--pool", "prefork", "--concurrency", "2",
+        ["celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
          "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h"],
         env,
         logs,

@@ -7,7 +7,7 @@ import platform
 import subprocess
 from typing import Any
 
-from bench.procs import GUNICORN_WORKERS, REPO
+from bench.procs import REPO
 
 
 def machine() -> dict[str, Any]:
@@ -80,12 +80,18 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     changes = " + uncommitted changes" if m["uncommitted_changes"] else ""
     disk = results.get("fsync_ms", {})
+    setup = results["setup"]
+    pool, concurrency = setup["tutorial_worker"]
     sections = [
         f"machine: {m['cores']} cores, load average {m['load_average']} at the end, "
-        f"fsync p50 {disk.get('p50', '?')} ms, commit {m['commit']}{changes}"
+        f"fsync p50 {disk.get('p50', '?')} ms, commit {m['commit']}{changes}\n"
+        f"setup: database {setup['database']} for every contender; "
+        f"{setup['web_workers']} gunicorn sync workers per web; end-to-end workers: ours "
+        f"{setup['worker_pool']} x{setup['worker_concurrency']}, the tutorial's "
+        f"{pool} x{concurrency} (Celery's defaults: what a tutorial user runs)"
     ]
     if "ingest" in results:
-        sections.append(_ingest_section(results["ingest"]))
+        sections.append(_ingest_section(results["ingest"], setup["web_workers"]))
     for backend, sizes in results.get("table_size", {}).items():
         sections.append(_size_section(backend, sizes))
     if "e2e" in results:
@@ -104,14 +110,15 @@ def render(results: dict[str, Any]) -> str:
     return "\n\n".join(sections)
 
 
-def _ingest_section(ingest: dict[str, Any]) -> str:
+def _ingest_section(ingest: dict[str, Any], web_workers: int) -> str:
     lines = [
-        f"INGEST: {ingest['generator']}, {GUNICORN_WORKERS} sync gunicorn workers each, "
+        f"INGEST: {ingest['generator']}, {web_workers} sync gunicorn workers each, "
         f"shape B bodies of ~{ingest['body_bytes']} bytes, every request a new delivery"
     ]
     for name, run in ingest.get("ceilings", {}).items():
         lines.append(f"  ceiling {name:<28} {run['rps']:>8.0f} req/s @{run['concurrency']}")
     header = ["handler", "conc", "req/s", "p50 ms", "p99 ms", "failed", "stored"]
+    header += ["CPU ms/req", "web/db/redis"]
     lines.append(_table(header, _ingest_rows(ingest.get("handlers", {}))))
     profile = ingest.get("handlers", {}).get("ours", {}).get("profile")
     if profile:
@@ -135,20 +142,42 @@ def _size_section(backend: str, sizes: dict[str, Any]) -> str:
 def _e2e_section(e2e: dict[str, Any]) -> str:
     header = ["system", "phase", "sent", "done", "runs ok", "events/s"]
     header += ["send->done p50/p99 ms", "receipt->done p50/p99 ms"]
+    header += ["CPU ms/event", "web/worker/emulator/db/redis"]
     window = next(iter(e2e.values()))["burst"].get("window_s")
     limit = f"burst window {window:g} s" if window else "burst until done"
     disks = ", ".join(
         f"{system} {data['fsync_ms_before']['p50']:g}" for system, data in e2e.items()
     )
+    workers = ", ".join(
+        f"{system} {data['worker']['pool']} x{data['worker']['concurrency']}"
+        for system, data in e2e.items()
+    )
     lines = [
-        f"END TO END: real listener work against the emulator, 2 prefork worker children "
-        f"each, {limit}; fsync p50 before (ms): {disks}",
+        f"END TO END: real listener work against the emulator; workers: {workers}; {limit}; "
+        f"fsync p50 before (ms): {disks}",
         _table(header, _e2e_rows(e2e)),
     ]
+    lines.extend(_e2e_counts(e2e))
     profile = e2e.get("ours", {}).get("burst", {}).get("profile")
     if profile:
         lines.append(_profile("our worker, during its burst (slowed by the sampling)", profile))
     return "\n".join(lines)
+
+
+def _e2e_counts(e2e: dict[str, Any]) -> list[str]:
+    """Commits, connections and Redis commands per event, when every event finished."""
+    lines = []
+    for system, data in e2e.items():
+        counts = data.get("counts", {})
+        per, counted = counts.get("per_event"), counts.get("counted", {})
+        shown = ", ".join(f"{n:g} {what}" for what, n in (per or counted).items())
+        lines.append(f"  {system}, {'per event' if per else 'in all'} (both phases): {shown}")
+    if any("commits" in data.get("counts", {}).get("counted", {}) for data in e2e.values()):
+        lines.append(
+            "  (a pre-ping counts as a commit; the rollbacks are the harness's reads; a "
+            "connection opened and closed meanwhile has its server's CPU missed above)"
+        )
+    return lines
 
 
 def _profile(what: str, profile: dict[str, Any]) -> str:
@@ -169,6 +198,7 @@ def _ingest_rows(handlers: dict[str, Any]) -> list[list[Any]]:
     for name, data in handlers.items():
         for c, r in data["runs"].items():
             stored = r.get("stored", "") if name == "ours" else "-"
+            cpu = r.get("cpu_ms_per_request") or {}
             rows.append(
                 [
                     name,
@@ -178,6 +208,8 @@ def _ingest_rows(handlers: dict[str, Any]) -> list[list[Any]]:
                     r["p99_ms"],
                     r["non_2xx"] + r["errors"],
                     stored,
+                    cpu.get("total", "?"),
+                    _split_cpu(cpu, ("web", "database", "broker")),
                 ]
             )
     if {"ours", "tutorial", "bare"} <= handlers.keys():
@@ -186,7 +218,7 @@ def _ingest_rows(handlers: dict[str, Any]) -> list[list[Any]]:
             ours = runs["ours"][c]["rps"]
             for other in ("tutorial", "bare"):
                 ratio = _ratio(ours, runs[other][c]["rps"])
-                rows.append([f"ours/{other}", c, f"{ratio}x", "", "", "", ""])
+                rows.append([f"ours/{other}", c, f"{ratio}x", *[""] * 6])
     return rows
 
 
@@ -206,9 +238,22 @@ def _e2e_rows(e2e: dict[str, Any]) -> list[list[Any]]:
                     r["events_per_s"] if phase == "burst" else "-",
                     f"{r['send_to_done_ms']['p50']:g} / {r['send_to_done_ms']['p99']:g}",
                     f"{receipt['p50']:g} / {receipt['p99']:g}" if receipt else "(not stored)",
+                    *_event_cpu(r.get("cpu_ms_per_event")),
                 ]
             )
     return rows
+
+
+def _split_cpu(cpu: dict[str, float], groups: tuple[str, ...]) -> str:
+    return "/".join(f"{cpu[g]:.2f}" for g in groups) if cpu else "?"
+
+
+def _event_cpu(cpu: dict[str, float] | None) -> list[str]:
+    """Total and split, or why not: events left unfinished would count work still queued."""
+    if not cpu:
+        return ["(unfinished)", ""]
+    groups = ("web", "worker", "emulator", "database", "broker")
+    return [f"{cpu['total']:.2f}", _split_cpu(cpu, groups)]
 
 
 def _rss_rows(results: dict[str, Any]) -> list[list[Any]]:

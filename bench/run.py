@@ -4,10 +4,10 @@
     .venv/bin/python bench/run.py --quick    # about a minute, for development
     .venv/bin/python bench/run.py --smoke    # seconds: does every part still run?
 
-Starts its own Redis, databases (SQLite files in a temporary folder; PostgreSQL databases
-`pipeline_bench_<random>` on 127.0.0.1:5432 with --postgres, dropped afterwards), gunicorn,
-Celery workers and the Ittybit emulator; prints a table and writes
-bench/results/<timestamp>.json. Targets are reported, never enforced.
+Starts its own Redis, databases (PostgreSQL databases `pipeline_bench_<random>` on
+127.0.0.1:5432 when it answers, else SQLite files in a temporary folder; `--database`
+chooses; dropped afterwards), gunicorn, Celery workers and the Ittybit emulator; prints a
+table and writes bench/results/<timestamp>.json. Targets are reported, never enforced.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench import e2e, ingest, load, report
-from bench.context import PLANS, Context
+from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
 from bench.procs import REPO, fsync_ms, start_redis
 
@@ -41,7 +41,30 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="smaller and shorter (~1 minute)")
     size.add_argument("--smoke", action="store_true", help="tiny: checks the harness runs")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
-    parser.add_argument("--postgres", action="store_true", help="table-size run on PostgreSQL too")
+    parser.add_argument(
+        "--database",
+        choices=BACKENDS,
+        help="every contender's database [postgresql if 127.0.0.1:5432 answers, else sqlite]",
+    )
+    defaults = Setup()
+    parser.add_argument(
+        "--web-workers",
+        type=_positive,
+        default=defaults.web_workers,
+        help="gunicorn sync workers, for every handler [%(default)s, the Procfile's]",
+    )
+    parser.add_argument(
+        "--worker-pool",
+        choices=POOLS,
+        default=defaults.worker_pool,
+        help="our end-to-end worker's pool; the tutorial's keeps Celery's [%(default)s]",
+    )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=_positive,
+        default=defaults.worker_concurrency,
+        help="our end-to-end worker's processes or threads [%(default)s]",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy our web and worker under load"
     )
@@ -54,6 +77,32 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def _setup(args: argparse.Namespace) -> Setup:
+    """The settings asked for; the database PostgreSQL when it answers, unless named."""
+    database = args.database
+    if database is None:
+        database = "postgresql" if postgresql_answers() else "sqlite"
+        why = "answers" if database == "postgresql" else "does not answer"
+        _say(f"database: {database} (127.0.0.1:5432 {why}; --database to choose)")
+    else:
+        _say(f"database: {database}")
+    setup = Setup(database, args.web_workers, args.worker_pool, args.worker_concurrency)
+    pool, concurrency = TUTORIAL_POOL
+    _say(
+        f"web: {setup.web_workers} gunicorn sync workers per handler; end-to-end worker: ours "
+        f"{setup.worker_pool} x{setup.worker_concurrency}, the tutorial's {pool} x{concurrency} "
+        "(Celery's defaults: what a tutorial user runs)"
+    )
+    return setup
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -63,17 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     use_wrk = load.wrk_available() and not args.python_client
     if not load.wrk_available():
         _say(f"wrk not found, using the asyncio client instead ({load.INSTALL_WRK})")
+    setup = _setup(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = REPO / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     redis, redis_url = start_redis(tmp)
-    ctx = Context(plan, tmp, redis_url, results_dir / stamp, use_wrk, args.profile)
-    results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "started": stamp}
+    ctx = Context(
+        plan,
+        tmp,
+        redis_url,
+        results_dir / stamp,
+        setup,
+        use_wrk=use_wrk,
+        profile=args.profile,
+        broker_pid=redis.pid,
+    )
+    results: dict[str, Any] = {
+        "plan": dataclasses.asdict(plan),
+        "setup": {**dataclasses.asdict(setup), "tutorial_worker": list(TUTORIAL_POOL)},
+        "started": stamp,
+    }
     started = time.monotonic()
     try:
         results["fsync_ms"] = fsync_ms(tmp)
-        _run_parts(ctx, parts, args, results)
+        _run_parts(ctx, parts, results)
     finally:
         redis.stop()
         ctx.close()
@@ -92,24 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_parts(
-    ctx: Context, parts: list[str], args: argparse.Namespace, out: dict[str, Any]
-) -> None:
+def _run_parts(ctx: Context, parts: list[str], out: dict[str, Any]) -> None:
     handlers, sizes = "ingest" in parts, "size" in parts
     if handlers:
         out["ingest"] = {"generator": load.generator_name(ctx.use_wrk), "body_bytes": BODY_BYTES}
         out["ingest"]["ceilings"] = _timed("ceilings", lambda: ingest.ceilings(ctx))
     if handlers or sizes:
-        chosen = ingest.contenders(ctx, "sqlite", handlers, sizes)
+        chosen = _timed("databases", lambda: ingest.contenders(ctx, handlers, sizes))
         measured = _timed("ingest side by side", lambda: ingest.side_by_side(ctx, chosen))
         if handlers:
             out["ingest"]["handlers"] = {name: measured[name] for name in ingest.HANDLERS}
         if sizes:
-            out["table_size"] = {"sqlite": _sizes(ctx, measured)}
-    if sizes and args.postgres:
-        chosen = ingest.contenders(ctx, "postgresql", handlers=False, fill=True)
-        measured = _timed("table size (postgresql)", lambda: ingest.side_by_side(ctx, chosen))
-        out["table_size"]["postgresql"] = _sizes(ctx, measured)
+            out["table_size"] = {ctx.setup.database: _sizes(ctx, measured)}
     ctx.close()  # the ingest databases, before the disk is measured again
     if "e2e" in parts:
         out["e2e"] = {}
