@@ -46,11 +46,7 @@ def _runtime() -> Runtime:
 def receive_webhook() -> tuple[Response, int]:
     """Verify, store, answer, then publish: the 200 means the delivery is durable."""
     runtime = _runtime()
-    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH, unbuffered
-    cap = runtime.settings.max_body_bytes
-    streamed = request.content_length is None  # chunked: werkzeug cuts it at the cap silently
-    if streamed and len(body) >= cap and request.environ["wsgi.input"].read(1):
-        raise PayloadTooLarge(f"the body is larger than the {cap}-byte limit")
+    body = _read_body(runtime.settings.max_body_bytes)
     verify(body, request.headers.get(SIGNATURE_HEADER), runtime.settings.webhook_secrets)
     receipt = receive(runtime.engine, runtime.registry, body, runtime.settings.redeliver_after)
     if receipt.error is not None:
@@ -65,6 +61,16 @@ def receive_webhook() -> tuple[Response, int]:
     # broker then delays no sender (the relay covers a publish that fails).
     response.call_on_close(lambda: runtime.publisher.publish(receipt.to_publish))
     return response, 200
+
+
+def _read_body(cap: int) -> bytes:
+    """The raw body, or PayloadTooLarge (413) past `cap`, without reading an endless one."""
+    body = request.get_data(cache=False)  # werkzeug: 413 past MAX_CONTENT_LENGTH
+    # A chunked body has no Content-Length: werkzeug cuts it at the cap without a word.
+    streamed = request.content_length is None
+    if streamed and len(body) >= cap and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"the body is larger than the {cap}-byte limit")
+    return body
 
 
 def healthz() -> tuple[Response, int]:
