@@ -214,6 +214,7 @@ def run_demo(workdir: Path, console: Console, timeout: float = 60.0) -> bool:
                 live.update(render(steps, started))
                 time.sleep(0.1)
             live.update(render(steps, started))
+    console.print()
     console.print(summary(engine))
     finished = all(s.done_at for s in steps)
     verdict = "finished" if finished else "INCOMPLETE"
