@@ -15,11 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", pool_pre_ping: bool = True, **kwargs: Any
+) -> Engine:
     """An engine for `url` with the settings the pipeline relies on.
 
     `sqlite_synchronous`: FULL syncs every commit to disk; NORMAL (WAL) survives any process
     crash but may lose the last commits on power loss or an OS crash.
+    `pool_pre_ping` (PostgreSQL): test each pooled connection before use, one more round
+    trip per transaction; a connection the server dropped is then replaced unseen.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -37,7 +41,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: Any) ->
         kwargs.setdefault("connect_args", {"connect_timeout": 3})
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pool_pre_ping, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -43,6 +43,16 @@ class Runtime:
         )
 
     @cached_property
+    def inbox_engine(self) -> Engine:
+        """The webhook endpoint's: on PostgreSQL autocommit and no pre-ping, because its one
+        statement is a transaction of its own and inbox.store retries a dropped connection."""
+        if self.engine.dialect.name != "postgresql":
+            return self.engine
+        return make_engine(
+            self.settings.database_url, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+        )
+
+    @cached_property
     def registry(self) -> Registry:
         return discover()
 
@@ -60,5 +70,6 @@ class Runtime:
 
     def after_fork(self) -> None:
         """A forked child must not share its parent's connections (SQLAlchemy docs)."""
-        if "engine" in self.__dict__:
-            self.engine.dispose(close=False)
+        for name in ("engine", "inbox_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose(close=False)

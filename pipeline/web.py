@@ -48,7 +48,8 @@ def receive_webhook() -> tuple[Response, int]:
     runtime = _runtime()
     body = _read_body(runtime.settings.max_body_bytes)
     verify(body, request.headers.get(SIGNATURE_HEADER), runtime.settings.webhook_secrets)
-    receipt = receive(runtime.engine, runtime.registry, body, runtime.settings.redeliver_after)
+    settings = runtime.settings
+    receipt = receive(runtime.inbox_engine, runtime.registry, body, settings.redeliver_after)
     if receipt.error is not None:
         return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
     if receipt.duplicate:
