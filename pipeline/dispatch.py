@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ class Publisher:
         self._resting_until = 0.0
         self._redis = _fast_path_client(celery)
         self._queues: dict[str, str] = {}
+        self._templates: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def publish(self, runs: Iterable[tuple[int, str]]) -> int:
         """Publish every run, or none on a broker failure; returns how many were sent."""
@@ -91,27 +93,46 @@ class Publisher:
         return self._queues[name]
 
     def _message(self, name: str, run_id: int) -> str:
-        """The JSON kombu's Redis transport would store for `send_task(name, [run_id])`."""
+        """The JSON kombu's Redis transport would store for `send_task(name, [run_id])`.
+
+        Celery's `as_task_v2` builds the message once per task name and process (its
+        `origin` names the pid); each run then only gets its own ids and argument.
+        """
+        headers, properties = self._template(name)
         task_id = str(uuid.uuid4())
-        message = self.celery.amqp.as_task_v2(
-            task_id, name, args=[run_id], kwargs={}, ignore_result=True
-        )
-        body = json.dumps(message.body).encode()
-        envelope: dict[str, Any] = {
+        body = json.dumps([[run_id], {}, _EMBED]).encode()
+        envelope = {
             "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": message.headers,
+            "headers": {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"[{run_id}]"},
             "properties": {
+                **properties,
+                "correlation_id": task_id,
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return json.dumps(envelope)
+
+    def _template(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        key = (os.getpid(), name)
+        if key not in self._templates:
+            message = self.celery.amqp.as_task_v2("", name, args=[0], kwargs={}, ignore_result=True)
+            if tuple(message.body) != ([0], {}, _EMBED):
+                raise RuntimeError(f"Celery's task message changed shape: {message.body!r}")
+            properties = {
                 **message.properties,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": self._queue(name)},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        return json.dumps(envelope)
+            }
+            self._templates[key] = (message.headers, properties)
+        return self._templates[key]
+
+
+# Celery's "embed" part of a task body: no callbacks, errbacks, chain or chord.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def _fast_path_client(celery: Celery) -> redis.Redis | None:
