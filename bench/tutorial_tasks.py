@@ -46,7 +46,8 @@ bench_done = Table(
 def _database() -> tuple[Settings, sessionmaker[Session]]:
     # Built on the first task, so inside the forked child: no connection crosses a fork.
     settings = Settings.from_env()
-    return settings, make_sessionmaker(make_engine(settings.database_url))
+    # SQLAlchemy's defaults (no pool pre-ping), as a tutorial user gets them.
+    return settings, make_sessionmaker(make_engine(settings.database_url, pool_pre_ping=False))
 
 
 def _work(listener: Listener, payload: dict[str, Any]) -> None:

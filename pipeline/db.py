@@ -22,8 +22,9 @@ def make_engine(
 
     `sqlite_synchronous`: FULL syncs every commit to disk; NORMAL (WAL) survives any process
     crash but may lose the last commits on power loss or an OS crash.
-    `pool_pre_ping` (PostgreSQL): test each pooled connection before use, one more round
-    trip per transaction; a connection the server dropped is then replaced unseen.
+    `pool_pre_ping` (PostgreSQL; a SQLite file has no connection to lose): test each pooled
+    connection before use, one more round trip per transaction; a connection the server
+    dropped is then replaced unseen.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

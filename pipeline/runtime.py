@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -38,9 +39,8 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(
-            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
-        )
+        """For all but the two hot paths: each pooled connection is pinged before use."""
+        return self._engine(pool_pre_ping=True)
 
     @cached_property
     def inbox_engine(self) -> Engine:
@@ -48,8 +48,22 @@ class Runtime:
         statement is a transaction of its own and inbox.store retries a dropped connection."""
         if self.engine.dialect.name != "postgresql":
             return self.engine
+        return self._engine(pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def runner_engine(self) -> Engine:
+        """The worker's: no pre-ping round trip per transaction; Runner.claim, a task's
+        first statement, replaces a dropped connection, and SQLAlchemy then renews the
+        rest of the pool."""
+        if self.engine.dialect.name != "postgresql":
+            return self.engine
+        return self._engine(pool_pre_ping=False)
+
+    def _engine(self, **options: Any) -> Engine:
         return make_engine(
-            self.settings.database_url, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+            self.settings.database_url,
+            sqlite_synchronous=self.settings.sqlite_synchronous,
+            **options,
         )
 
     @cached_property
@@ -66,10 +80,10 @@ class Runtime:
 
     @cached_property
     def runner(self) -> Runner:
-        return Runner(self.settings, self.engine, self.registry)
+        return Runner(self.settings, self.runner_engine, self.registry)
 
     def after_fork(self) -> None:
         """A forked child must not share its parent's connections (SQLAlchemy docs)."""
-        for name in ("engine", "inbox_engine"):
+        for name in ("engine", "inbox_engine", "runner_engine"):
             if name in self.__dict__:
                 self.__dict__[name].dispose(close=False)

@@ -1,6 +1,7 @@
-"""The endpoint's driver-level write (pipeline/inbox.py), on SQLite and PostgreSQL: the rows
-it stores read back through the models exactly as SQLAlchemy would have written them, and a
-connection the server dropped is replaced without the caller noticing."""
+"""The two hot paths' SQL on SQLite and PostgreSQL: the endpoint's driver-level write
+(pipeline/inbox.py), whose rows read back through the models exactly as SQLAlchemy would
+have written them, and the worker's claim (Runner.claim), which brings the event along; on
+both, a connection the server dropped is replaced without the caller noticing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from pipeline.errors import DatabaseUnavailable
 from pipeline.inbox import NewEvent, store
 from pipeline.migrate import upgrade
 from pipeline.models import ListenerRun, WebhookEvent
+from pipeline.registry import Registry
+from pipeline.runner import Runner
+from pipeline.settings import Settings
 
 from .stack import BACKENDS, PG_SERVER, create_database
 
@@ -115,18 +119,58 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_write_lands(
     engine: Engine,
 ) -> None:
     store(engine, new_event("task_3:processing", []))  # one pooled connection now exists
-    database = engine.url.database
-    with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as admin:
-        ended = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchall()
-    assert ended, "the pooled connection was not there to end"
+    end_pooled_connections(engine)
 
     stored = store(engine, new_event("task_3:succeeded", [("a_first", None)]))
 
     assert not stored.duplicate and len(stored.runs) == 1
+
+
+def runner_for(engine: Engine) -> Runner:
+    settings = Settings.from_env({"PIPELINE_VAR_DIR": "var"})
+    return Runner(settings, engine, Registry([]))
+
+
+def end_pooled_connections(engine: Engine) -> None:
+    with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (engine.url.database,),
+        ).fetchall()
+    assert ended, "no pooled connection was there to end"
+
+
+def test_a_claim_takes_the_run_once_and_brings_its_event(engine: Engine) -> None:
+    stored = store(engine, new_event("task_5:succeeded", [("a_first", None)]))
+    [(run_id, _, _)] = stored.runs
+    runner = runner_for(engine)
+
+    claim = runner.claim(run_id)
+    again = runner.claim(run_id)
+
+    assert claim is not None and again is None
+    assert (claim.listener, claim.attempt, claim.event_id) == ("a_first", 1, stored.event_id)
+    assert claim.raw_body == b'{"id": "task_1", "status": "succeeded"}'
+    assert claim.received_at == NOW
+    with Session(engine) as session:
+        run = session.get_one(ListenerRun, run_id)
+    assert (run.state, run.attempts) == ("running", 1) and run.lease_expires_at is not None
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_claim_on_a_connection_the_server_dropped_still_claims(engine: Engine) -> None:
+    worker = make_engine(engine.url.render_as_string(hide_password=False), pool_pre_ping=False)
+    stored = store(engine, new_event("task_6:succeeded", [("a_first", None), ("b_second", None)]))
+    (first, _, _), (second, _, _) = stored.runs
+    runner = runner_for(worker)
+    assert runner.claim(first) is not None  # the worker's pool now holds a connection
+    end_pooled_connections(worker)
+
+    claim = runner.claim(second)
+
+    assert claim is not None and claim.listener == "b_second"
+    worker.dispose()
 
 
 def test_a_database_that_cannot_be_reached_is_unavailable_not_a_crash(tmp_path: Path) -> None:
