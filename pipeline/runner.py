@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,40 +100,22 @@ class Runner:
 
     def _claim(self, run_id: int) -> Claim | None:
         now = utcnow()
-        lease = now + timedelta(seconds=self.settings.lease_seconds)
-        claimed = (
-            update(ListenerRun)
-            .where(
-                ListenerRun.id == run_id,
-                or_(
-                    ListenerRun.state.in_(("pending", "retrying")),
-                    (ListenerRun.state == "running") & (ListenerRun.lease_expires_at < now),
-                ),
-            )
-            .values(
-                state="running",
-                attempts=ListenerRun.attempts + 1,
-                lease_expires_at=lease,
-                updated_at=now,
-            )
-            .returning(ListenerRun.listener, ListenerRun.attempts, ListenerRun.event_id)
-        )
-        event = select(WebhookEvent.raw_body, WebhookEvent.received_at)
+        params = {
+            "run_id": run_id,
+            "now": now,
+            "lease": now + timedelta(seconds=self.settings.lease_seconds),
+        }
         if self.engine.dialect.name == "postgresql":
             # One statement, its own transaction: one round trip instead of five.
-            run = claimed.cte("claimed")
-            query = select(run, *event.selected_columns).join(
-                WebhookEvent, WebhookEvent.id == run.c.event_id
-            )
             with self.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
-                row = conn.execute(query).first()
+                row = conn.execute(_CLAIM_WITH_EVENT, params).first()
             return None if row is None else Claim(run_id, *row)
         with self.engine.begin() as conn:  # SQLite: no UPDATE in a WITH
-            first = conn.execute(claimed).first()
+            first = conn.execute(_CLAIM, params).first()
             if first is None:
                 return None
-            stored = conn.execute(event.where(WebhookEvent.id == first.event_id)).one()
+            stored = conn.execute(_EVENT, {"event_id": first.event_id}).one()
         return Claim(run_id, *first, *stored)
 
     def _handle(self, session: Session, listener: Listener, claim: Claim) -> dict[str, Any] | None:
@@ -181,21 +163,63 @@ class Runner:
     ) -> bool:
         """Set the run's outcome if it is still ours (running under this attempt)."""
         now = utcnow()
-        values: dict[str, Any] = {"state": state, "updated_at": now, "lease_expires_at": None}
+        params = {"run_id": claim.run_id, "attempt": claim.attempt, "state": state, "now": now}
         if state == "retrying":
-            values.update(last_error=error, due_at=due_at)
+            params.update(error=error, due_at=due_at)
+            statement = _RECORD_RETRY
         else:
-            values.update(finished_at=now, result=result, last_error=error)
-        done = session.execute(
-            update(ListenerRun)
-            .where(
-                ListenerRun.id == claim.run_id,
-                ListenerRun.state == "running",
-                ListenerRun.attempts == claim.attempt,
-            )
-            .values(**values)
-        )
+            params.update(error=error, result=result)
+            statement = _RECORD_END
+        done = session.execute(statement, params)
         return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+# The statements of every run, built once (SQLAlchemy then reuses their compiled form):
+# building them per call cost more CPU than the rest of a run's bookkeeping.
+_CLAIM = (
+    update(ListenerRun)
+    .where(
+        ListenerRun.id == bindparam("run_id"),
+        or_(
+            ListenerRun.state.in_(("pending", "retrying")),
+            (ListenerRun.state == "running") & (ListenerRun.lease_expires_at < bindparam("now")),
+        ),
+    )
+    .values(
+        state="running",
+        attempts=ListenerRun.attempts + 1,
+        lease_expires_at=bindparam("lease"),
+        updated_at=bindparam("now"),
+    )
+    .returning(ListenerRun.listener, ListenerRun.attempts, ListenerRun.event_id)
+)
+_EVENT = select(WebhookEvent.raw_body, WebhookEvent.received_at).where(
+    WebhookEvent.id == bindparam("event_id")
+)
+_CLAIMED = _CLAIM.cte("claimed")
+_CLAIM_WITH_EVENT = select(_CLAIMED, WebhookEvent.raw_body, WebhookEvent.received_at).join(
+    WebhookEvent, WebhookEvent.id == _CLAIMED.c.event_id
+)
+_STILL_OURS = update(ListenerRun).where(
+    ListenerRun.id == bindparam("run_id"),
+    ListenerRun.state == "running",
+    ListenerRun.attempts == bindparam("attempt"),
+)
+_RECORD_RETRY = _STILL_OURS.values(
+    state=bindparam("state"),
+    updated_at=bindparam("now"),
+    lease_expires_at=None,
+    last_error=bindparam("error"),
+    due_at=bindparam("due_at"),
+)
+_RECORD_END = _STILL_OURS.values(
+    state=bindparam("state"),
+    updated_at=bindparam("now"),
+    lease_expires_at=None,
+    last_error=bindparam("error"),
+    finished_at=bindparam("now"),
+    result=bindparam("result"),
+)
 
 
 def _describe(exc: Exception) -> str:
