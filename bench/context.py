@@ -62,7 +62,7 @@ class Setup:
     contender; the pool and concurrency of OUR end-to-end worker."""
 
     database: str = "postgresql"
-    web_workers: int = 2  # the Procfile's WEB_CONCURRENCY default
+    web_workers: int = 4  # the Procfile's WEB_CONCURRENCY default
     worker_pool: str = "prefork"
     worker_concurrency: int = 4  # the Procfile's WORKER_CONCURRENCY default
 
