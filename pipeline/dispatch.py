@@ -19,7 +19,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 import redis
 from celery import Celery
@@ -40,7 +39,7 @@ class Publisher:
         self._resting_until = 0.0
         self._redis = _fast_path_client(celery)
         self._queues: dict[str, str] = {}
-        self._templates: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._templates: dict[tuple[int, str], str] = {}
 
     def publish(self, runs: Iterable[tuple[int, str]]) -> int:
         """Publish every run, or none on a broker failure; returns how many were sent."""
@@ -105,43 +104,54 @@ class Publisher:
         """The JSON kombu's Redis transport would store for `send_task(name, [run_id])`.
 
         Celery's `as_task_v2` builds the message once per task name and process (its
-        `origin` names the pid); each run then only gets its own ids and argument.
+        `origin` names the pid), as JSON with placeholders; each run then only fills in
+        its ids and argument.
         """
-        headers, properties = self._template(name)
         task_id = str(uuid.uuid4())
-        body = json.dumps([[run_id], {}, _EMBED]).encode()
-        envelope = {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"[{run_id}]"},
-            "properties": {
-                **properties,
-                "correlation_id": task_id,
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        return json.dumps(envelope).encode()
+        body = base64.b64encode(_BODY % run_id).decode()
+        return (
+            self._template(name)
+            .replace(_TASK_ID, task_id)
+            .replace(_RUN_ID, str(run_id))
+            .replace(_B64_BODY, body)
+            .replace(_DELIVERY_TAG, str(uuid.uuid4()))
+            .encode()
+        )
 
-    def _template(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _template(self, name: str) -> str:
         key = (os.getpid(), name)
         if key not in self._templates:
             message = self.celery.amqp.as_task_v2("", name, args=[0], kwargs={}, ignore_result=True)
-            if tuple(message.body) != ([0], {}, _EMBED):
+            if json.dumps(message.body).encode() != _BODY % 0:
                 raise RuntimeError(f"Celery's task message changed shape: {message.body!r}")
-            properties = {
-                **message.properties,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": self._queue(name)},
-                "priority": 0,
-                "body_encoding": "base64",
+            envelope = {
+                "body": _B64_BODY,
+                "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "headers": {
+                    **message.headers,
+                    "id": _TASK_ID,
+                    "root_id": _TASK_ID,
+                    "argsrepr": f"[{_RUN_ID}]",
+                },
+                "properties": {
+                    **message.properties,
+                    "correlation_id": _TASK_ID,
+                    "delivery_mode": 2,
+                    "delivery_info": {"exchange": "", "routing_key": self._queue(name)},
+                    "priority": 0,
+                    "body_encoding": "base64",
+                    "delivery_tag": _DELIVERY_TAG,
+                },
             }
-            self._templates[key] = (message.headers, properties)
+            self._templates[key] = json.dumps(envelope)
         return self._templates[key]
 
 
-# Celery's "embed" part of a task body: no callbacks, errbacks, chain or chord.
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# A task body: the run id, no kwargs, and Celery's "embed" (no callbacks, chain or chord).
+_BODY = b'[[%d], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+# Placeholders in a template; none can occur in what Celery puts in a message.
+_TASK_ID, _RUN_ID, _B64_BODY, _DELIVERY_TAG = "<task-id>", "<run-id>", "<body>", "<tag>"
 
 
 def _fast_path_client(celery: Celery) -> redis.Redis | None:
