@@ -17,6 +17,7 @@ uses SQLAlchemy as usual.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,17 @@ def store(engine: Engine, new: NewEvent) -> Stored:
     """Insert the event and its runs atomically, or find the event stored before.
 
     A connection the server dropped (PostgreSQL restarted) is retried once on a fresh one:
-    the insert is idempotent on the delivery key. Any other database error is
-    DatabaseUnavailable (503: the sender retries, nothing was acknowledged).
+    the insert is idempotent on the delivery key (had the first try committed unseen, the
+    retry finds a duplicate, and the relay publishes its runs once they fall due). Any
+    other database error is DatabaseUnavailable (503: the sender retries, nothing was
+    acknowledged).
     """
     write = _store_postgresql if engine.dialect.name == "postgresql" else _store_sqlite
     for attempt in (1, 2):
         try:
             pooled = engine.raw_connection()
         except (engine.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
-            raise DatabaseUnavailable("the database is unavailable; retry later") from exc
+            raise _unavailable(exc) from exc
         driver = pooled.driver_connection
         try:
             return write(driver, new)
@@ -73,7 +78,7 @@ def store(engine: Engine, new: NewEvent) -> Stored:
                 pooled.invalidate(exc)
                 engine.dispose()  # its siblings in the pool are as dead
                 continue
-            raise DatabaseUnavailable("the database is unavailable; retry later") from exc
+            raise _unavailable(exc) from exc
         finally:
             pooled.close()
     raise AssertionError("unreachable")  # pragma: no cover
@@ -172,6 +177,11 @@ def _store_sqlite(conn: Any, new: NewEvent) -> Stored:
 def _sqlite_time(moment: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime stores (naive UTC, always microseconds)."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    log.error("database error while storing a delivery: %s", type(exc).__name__)
+    return DatabaseUnavailable("the database is unavailable; retry later")
 
 
 def _rollback_quietly(conn: Any) -> None:

@@ -46,9 +46,9 @@ def _runtime() -> Runtime:
 def receive_webhook() -> tuple[Response, int]:
     """Verify, store, answer, then publish: the 200 means the delivery is durable."""
     runtime = _runtime()
-    body = _read_body(runtime.settings.max_body_bytes)
-    verify(body, request.headers.get(SIGNATURE_HEADER), runtime.settings.webhook_secrets)
     settings = runtime.settings
+    body = _read_body(settings.max_body_bytes)
+    verify(body, request.headers.get(SIGNATURE_HEADER), settings.webhook_secrets)
     receipt = receive(runtime.inbox_engine, runtime.registry, body, settings.redeliver_after)
     if receipt.error is not None:
         return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
