@@ -49,17 +49,26 @@ class RetryPolicy:
 class Context:
     """What `handle` may use: the run's session, the settings and an Ittybit client."""
 
-    def __init__(self, session: Session, settings: Settings, run_id: int, attempt: int) -> None:
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        run_id: int,
+        attempt: int,
+        ittybit: Callable[[], IttybitClient] | None = None,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.run_id = run_id
         self.attempt = attempt
+        self._client = ittybit
         self._wrote = False
         sa_event.listen(session, "after_flush", self._mark_written)
 
     @cached_property
     def ittybit(self) -> IttybitClient:
-        return IttybitClient.from_settings(self.settings)
+        """The process's client when the runner shares one, else a new one."""
+        return self._client() if self._client else IttybitClient.from_settings(self.settings)
 
     @contextmanager
     def outside_transaction(self) -> Iterator[None]:

@@ -8,6 +8,7 @@ recorded while the run is still `running` under the same attempt.
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.db import make_sessionmaker
 from pipeline.errors import ConfigError, MalformedPayload, PermanentError, RetryableError, Skip
 from pipeline.events import parse
+from pipeline.ittybit import IttybitClient
 from pipeline.listener import Context, Listener
 from pipeline.models import ListenerRun, WebhookEvent, utcnow
 from pipeline.registry import Registry
@@ -57,6 +59,14 @@ class Runner:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.registry = registry
+        self._ittybit: tuple[int, IttybitClient] | None = None
+
+    def ittybit(self) -> IttybitClient:
+        """One client per process, so its connections to Ittybit (TLS and all) are reused
+        from run to run instead of opened for each call."""
+        if self._ittybit is None or self._ittybit[0] != os.getpid():
+            self._ittybit = (os.getpid(), IttybitClient.from_settings(self.settings))
+        return self._ittybit[1]
 
     def execute(self, run_id: int) -> Outcome:
         claim = self.claim(run_id)
@@ -120,7 +130,9 @@ class Runner:
 
     def _handle(self, session: Session, listener: Listener, claim: Claim) -> dict[str, Any] | None:
         event = replace(parse(claim.raw_body), received_at=claim.received_at)
-        ctx = Context(session, self.settings, run_id=claim.run_id, attempt=claim.attempt)
+        ctx = Context(
+            session, self.settings, run_id=claim.run_id, attempt=claim.attempt, ittybit=self.ittybit
+        )
         return listener.handle(event, ctx)
 
     def _after_error(self, claim: Claim, listener: Listener, exc: Exception) -> Outcome:

@@ -45,6 +45,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    peer: int = 0  # the client's port: one per TCP connection
 
 
 class FakeIttybit:
@@ -62,10 +63,12 @@ class FakeIttybit:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes, peer: int = 0
+    ) -> Reply:
         body = json.loads(raw) if raw else None
         with self.lock:
-            self.requests.append(Recorded(method, path, headers, body))
+            self.requests.append(Recorded(method, path, headers, body, peer))
             if self.script:
                 return self.script.pop(0)
             if method == "POST" and path == "/jobs":
@@ -81,10 +84,13 @@ class FakeIttybit:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Ittybit's API offers
+
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                reply = fake.answer(self.command, self.path, dict(self.headers), raw)
+                peer = self.client_address[1]
+                reply = fake.answer(self.command, self.path, dict(self.headers), raw, peer)
                 time.sleep(reply.delay)
                 data = reply.body if isinstance(reply.body, bytes) else b""
                 if reply.body is not None and not isinstance(reply.body, bytes):

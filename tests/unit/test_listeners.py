@@ -306,6 +306,23 @@ def thumbnail_runner(
     return Runner(settings.replace(ittybit_api_url=url), engine, discover()), url
 
 
+def test_runs_in_one_process_reuse_one_connection_to_ittybit(
+    deliver: Deliver,
+    settings: Settings,
+    engine: Engine,
+    make_media: Callable[..., Media],
+    ittybit: FakeIttybit,
+) -> None:
+    runner = Runner(settings.replace(ittybit_api_url=ittybit.url), engine, discover())
+    for n in (1, 2):
+        make_media(task_id=f"task_reuse_{n}")
+        runs = deliver(video(f"task_reuse_{n}"))
+        assert runner.execute(runs["generate_thumbnail"]).state == "succeeded"
+
+    assert [(r.method, r.path) for r in ittybit.requests] == [("POST", "/jobs")] * 2
+    assert len({r.peer for r in ittybit.requests}) == 1, "each run opened its own connection"
+
+
 def jobs_requests(url: str) -> list[dict[str, Any]]:
     log = requests.get(f"{url}/_emulator/requests", timeout=5).json()
     return [r for r in log if r["method"] == "POST" and r["path"] == "/jobs"]
