@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,14 +56,15 @@ class Stored:
     runs: tuple[tuple[int, str, str], ...] = ()  # (id, listener, state)
 
 
-def store(engine: Engine, new: NewEvent) -> Stored:
+def store(engine: Engine, new: NewEvent, timeout: float | None = None) -> Stored:
     """Insert the event and its runs atomically, or find the event stored before.
 
     A connection the server dropped (PostgreSQL restarted) is retried once on a fresh one:
     the insert is idempotent on the delivery key (had the first try committed unseen, the
     retry finds a duplicate, and the relay publishes its runs once they fall due). Any
     other database error is DatabaseUnavailable (503: the sender retries, nothing was
-    acknowledged).
+    acknowledged). So is a write that takes longer than `timeout` seconds (a hung server):
+    its connection is discarded, mid-statement.
     """
     write = _store_postgresql if engine.dialect.name == "postgresql" else _store_sqlite
     for attempt in (1, 2):
@@ -71,7 +74,14 @@ def store(engine: Engine, new: NewEvent) -> Stored:
             raise _unavailable(exc) from exc
         driver = pooled.driver_connection
         try:
-            return write(driver, new)
+            with _deadline(timeout):
+                return write(driver, new)
+        except _TooSlow as exc:
+            pooled.invalidate(exc)
+            log.error("the database did not answer a delivery's write within %gs", timeout)
+            raise DatabaseUnavailable(
+                f"the database did not answer within {timeout:g}s; retry later"
+            ) from None
         except engine.dialect.loaded_dbapi.Error as exc:
             _rollback_quietly(driver)
             if attempt == 1 and engine.dialect.is_disconnect(exc, driver, None):
@@ -82,6 +92,47 @@ def store(engine: Engine, new: NewEvent) -> Stored:
         finally:
             pooled.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _TooSlow(Exception):
+    """Raised by SIGALRM inside a write that passed its deadline."""
+
+
+_alarm = {"armed": False}
+
+
+def _on_alarm(_signum: int, _frame: object) -> None:
+    if _alarm["armed"]:
+        raise _TooSlow
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block with _TooSlow after `seconds`.
+
+    The driver waits on a hung server without a timeout of its own, and neither TCP
+    keepalives nor TCP_USER_TIMEOUT notice a server process that is stopped: its kernel
+    still acknowledges every packet. A SIGALRM does interrupt the wait (psycopg polls for
+    signals). It only works in the main thread (gunicorn's sync workers serve requests
+    there); elsewhere, or when SIGALRM already belongs to someone else, the write has
+    no deadline but gunicorn's worker timeout.
+    """
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, _on_alarm)
+    ):
+        yield
+        return
+    signal.signal(signal.SIGALRM, _on_alarm)
+    _alarm["armed"] = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _alarm["armed"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 _POSTGRESQL = """

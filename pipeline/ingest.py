@@ -30,7 +30,13 @@ class Receipt:
         return [(run_id, name) for run_id, name, state in self.runs if state == "pending"]
 
 
-def receive(engine: Engine, registry: Registry, body: bytes, redeliver_after: float) -> Receipt:
+def receive(
+    engine: Engine,
+    registry: Registry,
+    body: bytes,
+    redeliver_after: float,
+    write_timeout: float | None = None,
+) -> Receipt:
     """Store a verified body durably; the caller answers 200 only after this returns."""
     error: MalformedPayload | None = None
     event: Event | None = None
@@ -55,5 +61,5 @@ def receive(engine: Engine, registry: Registry, body: bytes, redeliver_after: fl
         runs=[(listener.name, why) for listener, why in wanted],
         due_at=now + timedelta(seconds=redeliver_after),
     )
-    stored = store(engine, new)
+    stored = store(engine, new, write_timeout)
     return Receipt(stored.event_id, duplicate=stored.duplicate, runs=stored.runs, error=error)

@@ -63,6 +63,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     ittybit_connect_timeout: float = 3.05
     ittybit_read_timeout: float = 10.0
+    # Seconds the endpoint waits for its write before answering 503 (a hung database).
+    database_write_timeout: float = 3.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             sqlite_synchronous=_choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
             ittybit_connect_timeout=_number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
+            database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
         )
 
     def replace(self, **changes: Any) -> Settings:

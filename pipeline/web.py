@@ -49,7 +49,13 @@ def receive_webhook() -> tuple[Response, int]:
     settings = runtime.settings
     body = _read_body(settings.max_body_bytes)
     verify(body, request.headers.get(SIGNATURE_HEADER), settings.webhook_secrets)
-    receipt = receive(runtime.inbox_engine, runtime.registry, body, settings.redeliver_after)
+    receipt = receive(
+        runtime.inbox_engine,
+        runtime.registry,
+        body,
+        settings.redeliver_after,
+        settings.database_write_timeout,
+    )
     if receipt.error is not None:
         return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
     if receipt.duplicate:

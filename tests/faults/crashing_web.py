@@ -20,8 +20,8 @@ MARKER = b"die-after-commit"
 def create_app() -> Flask:
     store = pipeline.ingest.store  # inbox.store: returns once the event is committed
 
-    def store_then_die(engine: Engine, new: NewEvent) -> Stored:
-        stored = store(engine, new)
+    def store_then_die(engine: Engine, new: NewEvent, timeout: float | None = None) -> Stored:
+        stored = store(engine, new, timeout)
         if MARKER in new.raw_body:
             os.kill(os.getpid(), signal.SIGKILL)
         return stored
