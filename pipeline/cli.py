@@ -16,13 +16,14 @@ import requests
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import make_server
 
 from pipeline import sender
 from pipeline.demo import run_demo
 from pipeline.emulator import EmulatorConfig, emulator_of
 from pipeline.emulator import create_app as create_emulator
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, DatabaseUnavailable, PipelineError
 from pipeline.migrate import upgrade
 from pipeline.models import ListenerRun, WebhookEvent
 from pipeline.relay import relay_once
@@ -186,7 +187,17 @@ def relay(runtime: Runtime, once: bool, interval: float | None) -> None:
     """Re-publish runs that are due (failed publishes, lost messages, dead workers)."""
     pause = interval if interval is not None else runtime.settings.relay_interval
     while True:
-        published = relay_once(runtime.engine, runtime.publisher, runtime.settings.redeliver_after)
+        try:
+            published = relay_once(
+                runtime.engine, runtime.publisher, runtime.settings.redeliver_after
+            )
+        except SQLAlchemyError as exc:
+            if once:
+                raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
+            # The runs wait in the database; the next pass after it is back publishes them.
+            click.echo(f"relay: database unavailable ({type(exc).__name__}); trying again")
+            time.sleep(pause)
+            continue
         if published or once:
             click.echo(f"relay: published {published} run(s)")
         if once:
