@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,65 @@ def make_engine(
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=pool_pre_ping, **kwargs)
+
+
+class TooSlow(Exception):
+    """Raised by SIGALRM inside a database call that passed its deadline."""
+
+
+_alarm = {"armed": False}
+
+
+def _on_alarm(_signum: int, _frame: object) -> None:
+    if _alarm["armed"]:
+        raise TooSlow
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block with TooSlow after `seconds`.
+
+    The driver waits on a hung server without a timeout of its own, and neither TCP
+    keepalives nor TCP_USER_TIMEOUT notice a server process that is stopped: its kernel
+    still acknowledges every packet. A SIGALRM does interrupt the wait (psycopg polls for
+    signals). It only works in the main thread (gunicorn's sync workers serve requests
+    there); elsewhere, or when SIGALRM already belongs to someone else, the block has
+    no deadline but gunicorn's worker timeout. A connection interrupted this way is
+    mid-statement: discard it (`invalidate()`), never reuse it.
+    """
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, _on_alarm)
+    ):
+        yield
+        return
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm:
+        signal.signal(signal.SIGALRM, _on_alarm)
+    _alarm["armed"] = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _alarm["armed"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def ping(engine: Engine, timeout: float | None) -> None:
+    """SELECT 1 on a pooled connection, within `timeout` seconds (TooSlow past it)."""
+    pooled = engine.raw_connection()
+    try:
+        with deadline(timeout):
+            cursor = pooled.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            pooled.rollback()
+    except TooSlow as exc:
+        pooled.invalidate(exc)
+        raise
+    finally:
+        pooled.close()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from pipeline.db import TooSlow, deadline
 from pipeline.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,9 +73,9 @@ def store(engine: Engine, new: NewEvent, timeout: float | None = None) -> Stored
             raise _unavailable(exc) from exc
         driver = pooled.driver_connection
         try:
-            with _deadline(timeout):
+            with deadline(timeout):
                 return write(driver, new)
-        except _TooSlow as exc:
+        except TooSlow as exc:
             pooled.invalidate(exc)
             log.error("the database did not answer a delivery's write within %gs", timeout)
             raise DatabaseUnavailable(
@@ -92,47 +91,6 @@ def store(engine: Engine, new: NewEvent, timeout: float | None = None) -> Stored
         finally:
             pooled.close()
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _TooSlow(Exception):
-    """Raised by SIGALRM inside a write that passed its deadline."""
-
-
-_alarm = {"armed": False}
-
-
-def _on_alarm(_signum: int, _frame: object) -> None:
-    if _alarm["armed"]:
-        raise _TooSlow
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block with _TooSlow after `seconds`.
-
-    The driver waits on a hung server without a timeout of its own, and neither TCP
-    keepalives nor TCP_USER_TIMEOUT notice a server process that is stopped: its kernel
-    still acknowledges every packet. A SIGALRM does interrupt the wait (psycopg polls for
-    signals). It only works in the main thread (gunicorn's sync workers serve requests
-    there); elsewhere, or when SIGALRM already belongs to someone else, the write has
-    no deadline but gunicorn's worker timeout.
-    """
-    if (
-        not seconds
-        or not hasattr(signal, "setitimer")
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, _on_alarm)
-    ):
-        yield
-        return
-    signal.signal(signal.SIGALRM, _on_alarm)
-    _alarm["armed"] = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        _alarm["armed"] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 _POSTGRESQL = """

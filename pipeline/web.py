@@ -9,10 +9,10 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from pipeline.db import ping
 from pipeline.errors import DatabaseUnavailable, PayloadTooLarge, PipelineError
 from pipeline.ingest import receive
 from pipeline.runtime import Runtime
@@ -85,8 +85,7 @@ def healthz() -> tuple[Response, int]:
     runtime = _runtime()
     checks: dict[str, str] = {}
     try:
-        with runtime.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(runtime.inbox_engine, runtime.settings.database_write_timeout)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"

@@ -131,13 +131,19 @@ def test_while_the_database_hangs_deliveries_get_503_within_5s_then_200_again(
             answer, took = timed_send(webhook_url, body, web.secret, 6)
         except requests.Timeout:
             answer, took = None, 6.0
+        health = requests.get(f"{web.url}/healthz", timeout=5)
     retried = send(webhook_url, body, web.secret)  # Ittybit retries the 503
+    health_after = requests.get(f"{web.url}/healthz", timeout=6)
 
     assert answer is not None and answer.status_code == 503, "no answer within 6 s"
     assert answer.json()["error"] == "database_unavailable", answer.text
     assert took < 5, f"the 503 took {took:.1f}s"
     # The stalled write may have landed once the server thawed: then the retry is a
     # duplicate (its runs wait for the relay); either way it is stored exactly once.
+    assert health.status_code == 503, health.text
+    # TooSlow on a pooled connection, or ConnectionTimeout on a new one: either way quick.
+    assert health.json()["database"].startswith("unavailable"), health.text
+    assert health_after.status_code == 200, health_after.text
     assert retried.status_code == 200, retried.text
     assert retried.json()["status"] in ("accepted", "duplicate"), retried.text
 

@@ -1,6 +1,7 @@
-"""The endpoint's write deadline (inbox._deadline): a SIGALRM that interrupts a wait the
-driver would never end by itself. The real thing against a frozen PostgreSQL is in
-tests/faults/test_database_faults.py; here the mechanism alone, on a sleep."""
+"""The database deadline (db.deadline, around the endpoint's write and /healthz's ping):
+a SIGALRM that interrupts a wait the driver would never end by itself. The real thing
+against a frozen PostgreSQL is in tests/faults/test_database_faults.py; here the
+mechanism alone, on a sleep."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.inbox import _deadline, _TooSlow
+from pipeline.db import TooSlow, deadline
 
 
 @pytest.fixture
@@ -28,13 +29,13 @@ def alarm_free() -> Iterator[None]:
 
 def test_a_block_past_its_deadline_is_interrupted(alarm_free: None) -> None:
     started = time.monotonic()
-    with pytest.raises(_TooSlow), _deadline(0.2):
+    with pytest.raises(TooSlow), deadline(0.2):
         time.sleep(5)
     assert time.monotonic() - started < 1
 
 
 def test_a_block_within_its_deadline_leaves_no_alarm_behind(alarm_free: None) -> None:
-    with _deadline(0.2):
+    with deadline(0.2):
         pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     time.sleep(0.3)  # an alarm left armed would raise here
@@ -43,6 +44,6 @@ def test_a_block_within_its_deadline_leaves_no_alarm_behind(alarm_free: None) ->
 def test_someone_elses_alarm_is_left_alone(alarm_free: None) -> None:
     fired: list[int] = []
     signal.signal(signal.SIGALRM, lambda signum, _frame: fired.append(signum))
-    with _deadline(0.05):
+    with deadline(0.05):
         time.sleep(0.2)  # no deadline: the handler belongs to someone else
     assert fired == [] and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
