@@ -65,6 +65,8 @@ class Settings:
     ittybit_read_timeout: float = 10.0
     # Seconds the endpoint waits for its write before answering 503 (a hung database).
     database_write_timeout: float = 3.0
+    # Celery task events from the start (Flower turns them on by itself when it runs).
+    task_events: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +94,7 @@ class Settings:
             ittybit_connect_timeout=_number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
             database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
+            task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
         )
 
     def replace(self, **changes: Any) -> Settings:

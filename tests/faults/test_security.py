@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +134,26 @@ def test_flower_answers_401_without_credentials_and_200_with_them(flower: str) -
     assert get("/", ("ops", "not-the-password")) == 401
     assert get("/", ("ops", FLOWER_PASSWORD)) == 200
     assert get("/api/workers", ("ops", FLOWER_PASSWORD)) == 200
+
+
+def test_flower_shows_each_listeners_task_as_it_runs(secure: Stack, flower: str) -> None:
+    """Flower turns the workers' task events on itself (its enable_events option, every
+    5 s): the deployment does not pay for them while nobody watches."""
+    auth = ("ops", FLOWER_PASSWORD)
+    wanted = {"listeners.update_media_record", "listeners.notify_user"}
+
+    def succeeded_in_flower() -> set[str] | None:
+        task_id = new_task_id()  # keep work coming until Flower has turned events on
+        make_media(secure.db, task_id=task_id, user_id=make_user(secure.db))
+        assert send(secure.webhook_url, delivery("B", task_id), secure.secret).ok
+        time.sleep(1)
+        tasks = requests.get(f"{flower}/api/tasks", auth=auth, timeout=10).json()
+        names = {t["name"] for t in tasks.values() if t["state"] == "SUCCESS"}
+        return names if wanted <= names else None
+
+    names = wait_until(succeeded_in_flower, 45, "Flower lists the listeners' tasks")
+
+    assert wanted <= names
 
 
 HEALTH_VALUE = re.compile(r"ok|unavailable \(\w+\)")

@@ -20,6 +20,14 @@ def test_defaults_put_sqlite_and_the_broker_folder_under_var() -> None:
     assert settings.webhook_secrets == ()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, False), ("", False), ("0", False), ("1", True), ("true", True)]
+)
+def test_task_events_are_off_unless_asked_for(value: str | None, expected: bool) -> None:
+    env = {} if value is None else {"CELERY_TASK_EVENTS": value}
+    assert Settings.from_env(env).task_events is expected
+
+
 def test_pipeline_var_dir_moves_the_embedded_defaults() -> None:
     settings = Settings.from_env({"PIPELINE_VAR_DIR": "/srv/pipe"})
     assert settings.database_url == "sqlite:////srv/pipe/pipeline.db"
