@@ -9,9 +9,9 @@ connection, per dialect:
   is a transaction of its own on an autocommit connection: one round trip.
 - SQLite: BEGIN IMMEDIATE, two INSERTs, COMMIT, in process.
 
-The columns are those of `models.WebhookEvent` and `models.ListenerRun`; the unit tests
-read the rows back through the models on both databases. Everything else in the pipeline
-uses SQLAlchemy as usual.
+The columns are those of `models.WebhookEvent` and `models.ListenerRun`;
+tests/integration/test_hot_path_sql.py reads the rows back through the models on both
+databases. Everything else in the pipeline uses SQLAlchemy as usual.
 """
 
 from __future__ import annotations
