@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from pipeline.db import make_engine
 from pipeline.dispatch import Publisher
@@ -46,7 +47,7 @@ class Runtime:
     def inbox_engine(self) -> Engine:
         """The webhook endpoint's: on PostgreSQL autocommit and no pre-ping, because its one
         statement is a transaction of its own and inbox.store retries a dropped connection."""
-        if self.engine.dialect.name != "postgresql":
+        if not self._postgresql:
             return self.engine
         return self._engine(pool_pre_ping=False, isolation_level="AUTOCOMMIT")
 
@@ -55,9 +56,14 @@ class Runtime:
         """The worker's: no pre-ping round trip per transaction; Runner.claim, a task's
         first statement, replaces a dropped connection, and SQLAlchemy then renews the
         rest of the pool."""
-        if self.engine.dialect.name != "postgresql":
+        if not self._postgresql:
             return self.engine
         return self._engine(pool_pre_ping=False)
+
+    @property
+    def _postgresql(self) -> bool:
+        # From the URL: the web, which needs only the inbox engine, builds no other.
+        return make_url(self.settings.database_url).get_backend_name() == "postgresql"
 
     def _engine(self, **options: Any) -> Engine:
         return make_engine(
