@@ -1,15 +1,11 @@
-"""Celery settings, loaded with `config_from_object("celeryconfig")`.
+"""Celery's static settings, loaded with `config_from_object("celeryconfig")`.
 
-Flower lists this module's public names through its API, so helpers here are _private.
-Values that depend on the deployment come from the environment via pipeline.settings.
+What depends on the deployment (broker URL and its options, time limits, task events)
+comes from the environment through pipeline.settings, applied by
+`pipeline.runtime.create_celery`. Flower lists this module's public names through its API,
+so helpers here would be _private.
 """
 
-from pipeline.settings import Settings as _Settings
-
-_settings = _Settings.from_env()
-
-broker_url = _settings.broker_url
-broker_transport_options = _settings.broker_transport_options()
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a worker started before Redis waits for it
 broker_connection_timeout = 2.0
@@ -28,16 +24,11 @@ task_ignore_result = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# Below the broker's visibility timeout and the run lease (checked at worker start).
-task_time_limit = _settings.task_time_limit
-task_soft_time_limit = _settings.task_time_limit * 0.9
 worker_cancel_long_running_tasks_on_connection_loss = True
-# Task events cost a worker ~1 ms of CPU per task (17% of its CPU end to end, bench/).
-# Flower switches them on in every worker itself while it runs (its enable_events
-# option, every 5 s), so nobody pays for them while nobody watches. Set
-# CELERY_TASK_EVENTS=1 for another monitor that does not (celery-exporter, `celery events`).
-worker_send_task_events = _settings.task_events
-task_send_sent_event = _settings.task_events
+# Task events stay off until a monitor turns them on (Flower does, every few seconds),
+# so nobody pays their CPU while nobody watches; CELERY_TASK_EVENTS=1 forces them.
+worker_send_task_events = False
+task_send_sent_event = False
 worker_hijack_root_logger = False
 timezone = "UTC"
 enable_utc = True

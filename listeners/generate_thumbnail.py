@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import PermanentError, Skip
-from pipeline.events import Event
-from pipeline.listener import Context, Listener, RetryPolicy
-from pipeline.media import THUMBNAIL, find_media
+from pipeline import Context, Event, Listener, PermanentError, RetryPolicy, Role, Skip, find_media
 from pipeline.models import Media
 
 THUMBNAIL_OPTIONS = {"start": 2, "width": 640, "format": "webp"}
@@ -15,14 +12,15 @@ THUMBNAIL_OPTIONS = {"start": 2, "width": 640, "format": "webp"}
 
 class GenerateThumbnail(Listener):
     retry = RetryPolicy(max_retries=6, backoff_base=2.0, backoff_cap=300.0)
+    requires = ("ITTYBIT_API_KEY", "PUBLIC_URL")
 
     def wants(self, event: Event) -> bool:
         """successful video jobs, not our own thumbnail jobs"""
-        return event.succeeded and event.kind == "video" and event.role != THUMBNAIL
+        return event.succeeded and event.kind == "video" and event.role != Role.THUMBNAIL
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
         media, role = find_media(ctx.session, event)
-        if role == THUMBNAIL:
+        if role is Role.THUMBNAIL:
             raise Skip("this is a thumbnail job's own delivery")
         if media.thumbnail_task_id:
             return {
@@ -32,16 +30,16 @@ class GenerateThumbnail(Listener):
             }
         if event.output is None or not event.output.url:
             raise PermanentError("the video's delivery has no output URL to take a frame from")
-        media_id = media.id
+        media_id, video_url = media.id, event.output.url
         # Call out first, then write: no lock held across the network. The key makes a
         # repeated call (after a crash or a lost race) return the same job.
         with ctx.outside_transaction():
             job = ctx.ittybit.create_job(
-                input=event.output.url,
+                input=video_url,
                 kind="image",
                 options=THUMBNAIL_OPTIONS,
                 webhook_url=ctx.settings.webhook_url,
-                metadata={"media_id": media_id, "role": THUMBNAIL},
+                metadata={"media_id": media_id, "role": Role.THUMBNAIL.value},
                 idempotency_key=f"thumbnail-media-{media_id}",
             )
         job_id = job.get("id")

@@ -6,11 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pipeline.errors import Skip
-from pipeline.events import Event
-from pipeline.listener import Context, Listener, RetryPolicy
-from pipeline.mail import send_mail
-from pipeline.media import THUMBNAIL, find_media
+from pipeline import Context, Event, Listener, RetryPolicy, Role, Skip, find_media
+from pipeline.app.mail import send_mail
 from pipeline.models import Notification, utcnow
 
 KIND = "media_ready"
@@ -21,11 +18,11 @@ class NotifyUser(Listener):
 
     def wants(self, event: Event) -> bool:
         """successful jobs, not our own thumbnail jobs"""
-        return event.succeeded and event.role != THUMBNAIL
+        return event.succeeded and event.role != Role.THUMBNAIL
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
         media, role = find_media(ctx.session, event)
-        if role == THUMBNAIL:
+        if role is Role.THUMBNAIL:
             raise Skip("this is a thumbnail job's own delivery")
         if media.owner is None:
             raise Skip(f"media {media.id} has no owner to notify")
@@ -38,7 +35,6 @@ class NotifyUser(Listener):
             return {"notification_id": existing, "created": False}
         link = media.output_url or (event.output.url if event.output else None) or "(no link)"
         message = f"Your {media.kind} is ready: {link}"
-        # Plain values: after outside_transaction() the ORM objects reload on access.
         media_id, user_id, email, kind = media.id, media.owner.id, media.owner.email, media.kind
         emailed_at = None
         if ctx.settings.smtp_url:

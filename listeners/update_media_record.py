@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.events import FAILED, SUCCEEDED, Event
-from pipeline.listener import Context, Listener, RetryPolicy
-from pipeline.media import THUMBNAIL, find_media, is_newer
+from pipeline import Context, Event, Listener, RetryPolicy, Role, find_media, is_newer
+from pipeline.events import FAILED, SUCCEEDED
 
 MEDIA_STATUS = {SUCCEEDED: "completed", FAILED: "failed"}
 
@@ -23,7 +22,7 @@ class UpdateMediaRecord(Listener):
         # Lock the row, re-read: without it two deliveries about one media at once both
         # pass is_newer on PostgreSQL and the last to commit wins, older or not.
         ctx.session.refresh(media, with_for_update=True)
-        if role == THUMBNAIL:
+        if role is Role.THUMBNAIL:
             if not event.succeeded or event.output is None or not event.output.url:
                 return {"media_id": media.id, "thumbnail": event.status}
             media.thumbnail_url = event.output.url

@@ -1,28 +1,48 @@
-"""Engines and sessions. SQLite runs in WAL mode with a busy timeout and takes its write
-lock at BEGIN, so two processes never deadlock upgrading a read to a write."""
+"""Engines and sessions, and the deadlines that bound a database call.
+
+An engine given a `timeout` takes its deadlines from the driver and the server:
+PostgreSQL ends a statement or a lock wait past `statement_timeout`/`lock_timeout`, a dead
+network past `tcp_user_timeout`, and a handshake past `connect_timeout`; SQLite stops
+waiting for the write lock past its busy timeout. One case none of them covers: a
+PostgreSQL server that is stopped (SIGSTOP, a frozen VM) while its kernel still
+acknowledges every packet. For that the web also arms a SIGALRM (`deadline`).
+
+SQLite runs in WAL mode and takes its write lock at BEGIN, so two processes never
+deadlock upgrading a read to a write.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import math
 import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a worker or the CLI waits for SQLite's write lock
 
 
 def make_engine(
-    url: str, *, sqlite_synchronous: str = "FULL", pool_pre_ping: bool = True, **kwargs: Any
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    pool_pre_ping: bool = True,
+    timeout: float | None = None,
+    **kwargs: Any,
 ) -> Engine:
     """An engine for `url` with the settings the pipeline relies on.
 
+    `timeout`: seconds a statement, a lock wait or a connection attempt may take.
     `sqlite_synchronous`: FULL syncs every commit to disk; NORMAL (WAL) survives any process
     crash but may lose the last commits on power loss or an OS crash.
     `pool_pre_ping` (PostgreSQL; a SQLite file has no connection to lose): test each pooled
@@ -35,87 +55,103 @@ def make_engine(
             # If this fails, connecting fails too, as a database error the caller handles.
             with contextlib.suppress(OSError):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
-        )
-        event.listen(engine, "connect", functools.partial(_sqlite_on_connect, sqlite_synchronous))
+        busy = timeout if timeout is not None else SQLITE_BUSY_TIMEOUT
+        engine = create_engine(url, connect_args={"timeout": busy}, **kwargs)
+        on_connect = functools.partial(_sqlite_on_connect, sqlite_synchronous, busy)
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        kwargs.setdefault("connect_args", {"connect_timeout": 3})
+        kwargs.setdefault("connect_args", _postgresql_deadlines(timeout))
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=pool_pre_ping, **kwargs)
 
 
-class TooSlow(Exception):
-    """Raised by SIGALRM inside a database call that passed its deadline."""
-
-
-_alarm = {"armed": False}
-
-
-def _on_alarm(_signum: int, _frame: object) -> None:
-    if _alarm["armed"]:
-        raise TooSlow
-
-
-@contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block with TooSlow after `seconds`.
-
-    The driver waits on a hung server without a timeout of its own, and neither TCP
-    keepalives nor TCP_USER_TIMEOUT notice a server process that is stopped: its kernel
-    still acknowledges every packet. A SIGALRM does interrupt the wait (psycopg polls for
-    signals). It only works in the main thread (gunicorn's sync workers serve requests
-    there); elsewhere, or when SIGALRM already belongs to someone else, the block has
-    no deadline but gunicorn's worker timeout. A connection interrupted this way is
-    mid-statement: discard it (`invalidate()`), never reuse it.
-    """
-    if (
-        not seconds
-        or not hasattr(signal, "setitimer")
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, _on_alarm)
-    ):
-        yield
-        return
-    if signal.getsignal(signal.SIGALRM) is not _on_alarm:
-        signal.signal(signal.SIGALRM, _on_alarm)
-    _alarm["armed"] = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        _alarm["armed"] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def ping(engine: Engine, timeout: float | None) -> None:
-    """SELECT 1 on a pooled connection, within `timeout` seconds (TooSlow past it)."""
-    pooled = engine.raw_connection()
-    try:
-        with deadline(timeout):
-            cursor = pooled.cursor()
-            cursor.execute("SELECT 1")
-            cursor.close()
-            pooled.rollback()
-    except TooSlow as exc:
-        pooled.invalidate(exc)
-        raise
-    finally:
-        pooled.close()
+def _postgresql_deadlines(timeout: float | None) -> dict[str, Any]:
+    if timeout is None:
+        return {"connect_timeout": 3}
+    ms = max(1, int(timeout * 1000))
+    return {
+        "connect_timeout": max(2, math.ceil(timeout)),  # libpq's minimum is 2 s
+        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        "tcp_user_timeout": ms,
+    }
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _sqlite_on_connect(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
+def ping(engine: Engine, timeout: float | None) -> None:
+    """SELECT 1 on a pooled connection, within `timeout` seconds (DeadlineExceeded)."""
+    with engine.connect() as conn:
+        try:
+            with deadline(timeout):
+                conn.execute(text("SELECT 1"))
+        except DeadlineExceeded:
+            conn.invalidate()
+            raise
+
+
+class DeadlineExceeded(Exception):
+    """Raised by SIGALRM inside a database call that passed its deadline."""
+
+
+def _raise_deadline(_signum: int, _frame: object) -> None:
+    raise DeadlineExceeded
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block with DeadlineExceeded after `seconds` (psycopg's wait lets a
+    Python signal handler run). Only in the main thread (gunicorn's sync workers serve
+    requests there), and only while nobody else owns SIGALRM: otherwise the block runs
+    without it, which is logged once. A connection interrupted this way is
+    mid-statement: invalidate it, never reuse it.
+    """
+    if not seconds:
+        yield
+        return
+    reason = _cannot_arm()
+    if reason:
+        _warn_once(reason)
+        yield
+        return
+    # The handler is ours only while armed: nothing of it outlives the block.
+    previous = signal.signal(signal.SIGALRM, _raise_deadline)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _cannot_arm() -> str:
+    if not hasattr(signal, "setitimer"):
+        return "this platform has no setitimer"
+    if threading.current_thread() is not threading.main_thread():
+        return "requests are served outside the main thread (a threaded worker class)"
+    if signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL:
+        return "SIGALRM belongs to someone else"
+    return ""
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+    log.warning(
+        "no SIGALRM deadline on database writes: %s; a stopped database server is then "
+        "noticed only by the server's own timeouts",
+        reason,
+    )
+
+
+def _sqlite_on_connect(synchronous: str, busy: float, dbapi_connection: Any, _: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute(f"PRAGMA synchronous = {synchronous}")
     cursor.execute("PRAGMA foreign_keys = ON")

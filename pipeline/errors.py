@@ -1,7 +1,9 @@
 """One exception tree for the whole pipeline.
 
-Web errors carry their HTTP status and a short machine-readable code; listener errors say
-whether trying again can help.
+- `ConfigError`: the environment is wrong; start-up stops with its message.
+- `WebhookRejected`: answered to a webhook's sender, with an HTTP status and a code.
+- `ListenerError`: raised by a listener to say how its run ends (`RetryableError`,
+  `PermanentError`, `Skip`); any other exception counts as retryable.
 """
 
 from __future__ import annotations
@@ -9,9 +11,6 @@ from __future__ import annotations
 
 class PipelineError(Exception):
     """Base of every error the pipeline raises on purpose."""
-
-    status = 500
-    code = "internal_error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,23 +20,28 @@ class PipelineError(Exception):
 class ConfigError(PipelineError):
     """The environment is missing or contradicts a setting; raised at start-up."""
 
-    code = "configuration_error"
+
+# --- answered to a webhook sender ----------------------------------------------------------
 
 
-# --- errors answered to a webhook sender -------------------------------------------------
+class WebhookRejected(PipelineError):
+    """A request we answer with `status` and a machine-readable `code`."""
+
+    status = 400
+    code = "bad_request"
 
 
-class InvalidSignature(PipelineError):
+class InvalidSignature(WebhookRejected):
     status = 401
     code = "invalid_signature"
 
 
-class PayloadTooLarge(PipelineError):
+class PayloadTooLarge(WebhookRejected):
     status = 413
     code = "payload_too_large"
 
 
-class MalformedPayload(PipelineError):
+class MalformedPayload(WebhookRejected):
     """The body is authentic but we cannot read it (stored anyway, never dropped)."""
 
     status = 422
@@ -49,38 +53,16 @@ class NotJSON(MalformedPayload):
     code = "invalid_json"
 
 
-class DatabaseUnavailable(PipelineError):
+class DatabaseUnavailable(WebhookRejected):
     status = 503
     code = "database_unavailable"
 
 
-# --- errors raised by listeners -----------------------------------------------------------
+# --- raised by listeners -------------------------------------------------------------------
 
 
 class ListenerError(PipelineError):
     """Base for errors a listener raises; anything else is treated as retryable."""
-
-
-class RetryableError(ListenerError):
-    """Trying again later may succeed (network trouble, a 5xx, a row not there yet).
-
-    `delay` overrides the listener's backoff for the next attempt (e.g. Retry-After);
-    `max_retries` narrows how many times this particular cause is retried, and
-    `exhausted_state` is where the run ends when they run out.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        delay: float | None = None,
-        max_retries: int | None = None,
-        exhausted_state: str = "failed",
-    ) -> None:
-        super().__init__(message)
-        self.delay = delay
-        self.max_retries = max_retries
-        self.exhausted_state = exhausted_state
 
 
 class PermanentError(ListenerError):
@@ -89,3 +71,27 @@ class PermanentError(ListenerError):
 
 class Skip(ListenerError):
     """Nothing to do for this event (e.g. media without an owner): the run ends `skipped`."""
+
+
+class RetryableError(ListenerError):
+    """Trying again later may succeed (network trouble, a 5xx, a row not there yet).
+
+    `delay` overrides the listener's backoff for the next attempt (e.g. Retry-After);
+    `max_retries` narrows how many times this particular cause is retried, and `then`
+    says how the run ends when they run out: `PermanentError` (failed) or `Skip`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delay: float | None = None,
+        max_retries: int | None = None,
+        then: type[PermanentError] | type[Skip] = PermanentError,
+    ) -> None:
+        super().__init__(message)
+        if not (isinstance(then, type) and issubclass(then, PermanentError | Skip)):
+            raise TypeError(f"then= must be PermanentError or Skip, not {then!r}")
+        self.delay = delay
+        self.max_retries = max_retries
+        self.then = then

@@ -133,9 +133,21 @@ def _from_envelope(payload: dict[str, Any]) -> Event:
 
 
 _TASK_FIELDS = {
-    "id", "object", "status", "kind", "output", "outputs", "error", "metadata",
-    "created_at", "completed_at", "created", "completed", "updated_at", "updated",
-}  # fmt: skip
+    "id",
+    "object",
+    "status",
+    "kind",
+    "output",
+    "outputs",
+    "error",
+    "metadata",
+    "created_at",
+    "completed_at",
+    "created",
+    "completed",
+    "updated_at",
+    "updated",
+}
 
 
 def _from_task(task: dict[str, Any], shape: str) -> Event:

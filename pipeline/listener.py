@@ -1,12 +1,11 @@
 """What a listener is: a name, a pure `wants(event)`, a retry policy and `handle(event, ctx)`.
 
-Subclass `Listener` in a module under `listeners/`; discovery does the rest.
+Subclass `Listener` in a module of its own under `listeners/`; discovery does the rest.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from typing import Any, ClassVar
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from pipeline.app.ittybit import IttybitClient
+from pipeline.errors import PermanentError
 from pipeline.events import Event
-from pipeline.ittybit import IttybitClient
 from pipeline.settings import Settings
 
 
@@ -44,6 +44,12 @@ class RetryPolicy:
             f"{self.max_retries} retries, backoff {self.backoff_base:g}s "
             f"doubling to {self.backoff_cap:g}s"
         )
+
+
+OUTSIDE_TRANSACTION = (
+    "database access inside ctx.outside_transaction(): read what the call needs before "
+    "the block and write its result after it"
+)
 
 
 class Context:
@@ -74,17 +80,30 @@ class Context:
     def outside_transaction(self) -> Iterator[None]:
         """Hold no database lock during network I/O (SQLite has one writer per file).
 
-        Ends the read-only transaction so far; objects reload on next access. Only valid
-        before the listener writes anything: writes go after the call, in one short
-        transaction that commits with the run's success.
+        Ends the transaction so far, which has only read (loaded objects stay readable),
+        and refuses any database access until the block ends. After it, objects reload
+        fresh on access: write the call's result then, in the short transaction that
+        commits with the run's success.
         """
-        if self._wrote or self.session.new or self.session.dirty or self.session.deleted:
-            raise RuntimeError("outside_transaction() after writing: call out first, then write")
-        self.session.rollback()
-        yield
+        session = self.session
+        if self._wrote or session.new or session.dirty or session.deleted:
+            raise PermanentError("outside_transaction() after writing: call out first, then write")
+        session.commit()  # nothing to write: this only ends the read transaction
+        sa_event.listen(session, "do_orm_execute", _refuse)
+        sa_event.listen(session, "after_begin", _refuse)
+        try:
+            yield
+        finally:
+            sa_event.remove(session, "do_orm_execute", _refuse)
+            sa_event.remove(session, "after_begin", _refuse)
+            session.expire_all()
 
     def _mark_written(self, *_: Any) -> None:
         self._wrote = True
+
+
+def _refuse(*_: Any) -> None:
+    raise PermanentError(OUTSIDE_TRANSACTION)
 
 
 def task_name(listener_name: str) -> str:
@@ -92,20 +111,33 @@ def task_name(listener_name: str) -> str:
     return f"listeners.{listener_name}"
 
 
-_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-VALID_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
 class Listener:
-    """Base class. Override `wants` (pure: no I/O) and `handle` (never commits)."""
+    """Base class. Override `wants` (pure: no I/O) and `handle` (never commits).
+
+    Class attributes:
+    - `name`: the listener's name, its task's (`listeners.<name>`) and its runs'. By
+      default the name of the module it is defined in, so renaming the class changes
+      nothing stored; set it to keep a name when renaming the module.
+    - `retry`: its RetryPolicy.
+    - `requires`: environment variables it cannot work without (e.g. "ITTYBIT_API_KEY");
+      the worker refuses to start while one is unset.
+    - `description`: one line for `pipeline listeners` (default: the first line of the
+      docstring of `wants`).
+    - `abstract = True` on a base class meant to be extended: it is not registered.
+    """
 
     name: ClassVar[str] = ""
     retry: ClassVar[RetryPolicy] = RetryPolicy()
+    requires: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
-            cls.name = _SNAKE.sub("_", cls.__name__).lower()
+            cls.name = cls.__module__.rsplit(".", 1)[-1]
+        if "abstract" not in cls.__dict__:
+            cls.abstract = False
 
     @property
     def task_name(self) -> str:
@@ -115,11 +147,12 @@ class Listener:
         """Whether this listener gets a run for `event`. Decided at ingest; pure."""
         return True
 
-    def handle(self, event: Event, ctx: Context) -> dict[str, Any] | None:
-        """Do the work; return a small JSON-able result. Raise RetryableError/PermanentError."""
+    def handle(self, event: Event, ctx: Context) -> Any:
+        """Do the work; return a small JSON value. Raise RetryableError/PermanentError/Skip."""
         raise NotImplementedError
 
     def describe_wants(self) -> str:
-        """One line for `pipeline listeners`: the first line of `wants`'s docstring."""
-        doc = type(self).wants.__doc__ or "every event"
-        return doc.strip().splitlines()[0]
+        """One line for `pipeline listeners`."""
+        wants = type(self).wants
+        doc = self.description or (wants.__doc__ if wants is not Listener.wants else None)
+        return (doc or "every event").strip().splitlines()[0]

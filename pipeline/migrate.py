@@ -1,28 +1,18 @@
-"""Schema migrations (Alembic, scripts in migrations/), run by `pipeline db upgrade`."""
+"""Schema migrations: Alembic scripts shipped inside the package (pipeline/migrations),
+run by `pipeline db upgrade`; `alembic revision --autogenerate` finds them through
+pyproject.toml's [tool.alembic]."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-from pipeline.errors import ConfigError
-
-# Beside the package in a checkout (editable install); else the app's working directory.
-_CANDIDATES = (Path(__file__).resolve().parent.parent / "migrations", Path.cwd() / "migrations")
-
-
-def migrations_dir() -> Path:
-    for candidate in _CANDIDATES:
-        if (candidate / "env.py").exists():
-            return candidate
-    raise ConfigError("no migrations/ directory: run from the project's checkout")
+SCRIPT_LOCATION = "pipeline:migrations"
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     config.attributes["database_url"] = database_url
     return config
 

@@ -1,15 +1,18 @@
 """The tables: the app's own (users, media, notifications) and the pipeline's ledger
-(webhook_events, listener_runs). SQLAlchemy 2.0 typed models; migrations in migrations/."""
+(webhook_events, listener_runs). SQLAlchemy 2.0 typed models; migrations in
+pipeline/migrations/ (a test holds the two to each other with `alembic check`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     Float,
@@ -55,6 +58,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
             "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
             "uq": "uq_%(table_name)s_%(column_0_N_name)s",
             "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
             "pk": "pk_%(table_name)s",
@@ -130,7 +134,35 @@ class WebhookEvent(Base):
     runs: Mapped[list[ListenerRun]] = relationship(back_populates="event")
 
 
-RUN_STATES = ("pending", "running", "retrying", "succeeded", "failed", "skipped")
+class RunState(StrEnum):
+    """Where a listener run is; pipeline/runs.py holds every move between these."""
+
+    PENDING = "pending"  # stored, published (or about to be); waiting for a worker
+    RUNNING = "running"  # claimed by a worker, under a lease
+    RETRYING = "retrying"  # an attempt failed; due again after the listener's backoff
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the dead-letter list: `pipeline replay` puts it back
+    SKIPPED = "skipped"  # nothing to do, with the reason as its result
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED})
+
+
+class RunStateType(TypeDecorator[RunState]):
+    """A run's state: text in the database (held by a CHECK), a RunState in Python."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: RunState | None, dialect: Dialect) -> str | None:
+        return None if value is None else RunState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> RunState | None:
+        return None if value is None else RunState(value)
 
 
 class ListenerRun(Base):
@@ -138,12 +170,15 @@ class ListenerRun(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "listener"),
         Index("ix_listener_runs_state_due_at", "state", "due_at"),
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{state}'" for state in RunState) + ")", name="state"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id"))
     listener: Mapped[str] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[RunState] = mapped_column(RunStateType, default=RunState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -1,30 +1,39 @@
-"""Running one listener run: claim it, handle the event, record the outcome.
+"""Executes one run: claim it, handle the event, record the outcome.
 
-Attempts are counted here, in the database, not by Celery: a run re-published by the
-relay keeps its count. The attempt number doubles as a fencing token: an outcome is only
-recorded while the run is still `running` under the same attempt.
+Attempts are counted in the database, not by Celery: a run re-published by the relay keeps
+its count. The listener's writes and the run's success commit in one transaction, and only
+while the run is still ours (runs.py: the attempt number fences the outcome).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import traceback
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline import runs
+from pipeline.app.ittybit import IttybitClient
 from pipeline.db import make_sessionmaker
-from pipeline.errors import ConfigError, MalformedPayload, PermanentError, RetryableError, Skip
+from pipeline.errors import (
+    ConfigError,
+    ListenerError,
+    MalformedPayload,
+    PermanentError,
+    RetryableError,
+    Skip,
+)
 from pipeline.events import parse
-from pipeline.ittybit import IttybitClient
 from pipeline.listener import Context, Listener
-from pipeline.models import ListenerRun, WebhookEvent, utcnow
+from pipeline.models import RunState, utcnow
 from pipeline.registry import Registry
+from pipeline.runs import Claim
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,211 +43,139 @@ MAX_ERROR_CHARS = 4000
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an execution ended; `retry_in` is set when the run is `retrying`."""
+    """How an execution ended: the state recorded, or None when nothing was (the run was
+    finished or held by someone else, or taken over while it ran). `retry_in` is set
+    when the run is `retrying`."""
 
-    state: str  # succeeded | retrying | failed | skipped | not_claimed | lost_lease
-    retry_in: float | None = None
+    state: RunState | None
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class Claim:
-    run_id: int
-    listener: str
-    attempt: int
-    event_id: int
-    raw_body: bytes
-    received_at: datetime
+    retry_in: float | None = None
+    claim: Claim | None = None
 
 
 class Runner:
-    """Executes runs for one process (web, worker or CLI share nothing else)."""
+    """Executes runs against one engine and registry (one per worker process)."""
 
     def __init__(self, settings: Settings, engine: Engine, registry: Registry) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.registry = registry
-        self._ittybit: tuple[int, IttybitClient] | None = None
+        self._ittybit: IttybitClient | None = None
 
     def ittybit(self) -> IttybitClient:
         """One client per process, so its connections to Ittybit (TLS and all) are reused
         from run to run instead of opened for each call."""
-        if self._ittybit is None or self._ittybit[0] != os.getpid():
-            self._ittybit = (os.getpid(), IttybitClient.from_settings(self.settings))
-        return self._ittybit[1]
+        if self._ittybit is None:
+            self._ittybit = IttybitClient.from_settings(self.settings)
+        return self._ittybit
+
+    def after_fork(self) -> None:
+        self._ittybit = None
 
     def execute(self, run_id: int) -> Outcome:
         claim = self.claim(run_id)
         if claim is None:
-            return Outcome("not_claimed", detail="finished, or held by a live claim")
+            return Outcome(None, "finished, or held by a live claim")
         try:
             listener = self.registry.get(claim.listener)
         except ConfigError as exc:  # its module was removed or renamed since the event came
-            self._finish(claim, "failed", error=exc.message)
-            return Outcome("failed", detail=exc.message)
+            return self._end(claim, RunState.FAILED, exc.message, error=exc.message)
         # A run whose worker keeps dying never reaches the except below: bound it here.
         if claim.attempt > listener.retry.max_retries + 1:
-            message = f"gave up after {claim.attempt - 1} attempts (the worker was lost each time?)"
-            self._finish(claim, "failed", error=message)
-            return Outcome("failed", detail=message)
+            lost = f"gave up after {claim.attempt - 1} attempts (the worker was lost each time?)"
+            return self._end(claim, RunState.FAILED, lost, error=lost)
         with self.sessions() as session:
             try:
                 result = self._handle(session, listener, claim)
-                if not self._record(session, claim, "succeeded", result=result):
+                if not runs.record(session.connection(), claim, RunState.SUCCEEDED, result=result):
                     session.rollback()
-                    return Outcome("lost_lease", detail="the run was taken over; effects discarded")
+                    return Outcome(
+                        None, "the run was taken over; its effects discarded", None, claim
+                    )
                 session.commit()
-                return Outcome("succeeded")
+                return Outcome(RunState.SUCCEEDED, claim=claim)
             except Exception as exc:
                 session.rollback()
                 return self._after_error(claim, listener, exc)
 
     def claim(self, run_id: int) -> Claim | None:
-        """pending/retrying (or running with an expired lease) → running, attempts + 1.
-
-        The claim commits on its own (so a worker that dies every time still uses up its
-        attempts) and brings the stored event with it. A connection the server dropped
-        since its last use (PostgreSQL restarted) is replaced once.
-        """
+        """runs.claim, on a fresh connection once if the server dropped the pooled one
+        since its last use (PostgreSQL restarted)."""
         try:
-            return self._claim(run_id)
+            return runs.claim(self.engine, run_id, self.settings.lease_seconds)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            return self._claim(run_id)
+            return runs.claim(self.engine, run_id, self.settings.lease_seconds)
 
-    def _claim(self, run_id: int) -> Claim | None:
-        now = utcnow()
-        params = {
-            "run_id": run_id,
-            "now": now,
-            "lease": now + timedelta(seconds=self.settings.lease_seconds),
-        }
-        if self.engine.dialect.name == "postgresql":
-            # One statement, its own transaction: one round trip instead of five.
-            with self.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                row = conn.execute(_CLAIM_WITH_EVENT, params).first()
-            return None if row is None else Claim(run_id, *row)
-        with self.engine.begin() as conn:  # SQLite: no UPDATE in a WITH
-            first = conn.execute(_CLAIM, params).first()
-            if first is None:
-                return None
-            stored = conn.execute(_EVENT, {"event_id": first.event_id}).one()
-        return Claim(run_id, *first, *stored)
-
-    def _handle(self, session: Session, listener: Listener, claim: Claim) -> dict[str, Any] | None:
+    def _handle(self, session: Session, listener: Listener, claim: Claim) -> Any:
         event = replace(parse(claim.raw_body), received_at=claim.received_at)
         ctx = Context(
             session, self.settings, run_id=claim.run_id, attempt=claim.attempt, ittybit=self.ittybit
         )
-        return listener.handle(event, ctx)
+        result = listener.handle(event, ctx)
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(
+                f"handle() must return JSON values (dict, list, str, number, bool, None): {exc}"
+            ) from None
+        return result
 
     def _after_error(self, claim: Claim, listener: Listener, exc: Exception) -> Outcome:
         message = _describe(exc)
         if isinstance(exc, Skip):
-            self._finish(claim, "skipped", result={"reason": exc.message})
-            return Outcome("skipped", detail=exc.message)
+            return self._end(claim, RunState.SKIPPED, exc.message, result={"reason": exc.message})
         if isinstance(exc, PermanentError | ConfigError | MalformedPayload):
-            self._finish(claim, "failed", error=message)
-            return Outcome("failed", detail=message)
+            return self._end(claim, RunState.FAILED, message, error=message)
+        if not isinstance(exc, ListenerError):
+            log.warning(
+                "run %s (%s, event %s) attempt %s raised unexpectedly",
+                claim.run_id,
+                claim.listener,
+                claim.event_id,
+                claim.attempt,
+                exc_info=exc,
+            )
         retryable = exc if isinstance(exc, RetryableError) else None
         limit = listener.retry.max_retries
         if retryable is not None and retryable.max_retries is not None:
             limit = min(limit, retryable.max_retries)
         if claim.attempt > limit:
-            state = retryable.exhausted_state if retryable else "failed"
-            self._finish(claim, state, error=f"after {claim.attempt} attempts: {message}")
-            return Outcome(state, detail=message)
+            then = RunState.SKIPPED if retryable and retryable.then is Skip else RunState.FAILED
+            exhausted = f"after {claim.attempt} attempts: {message}"
+            return self._end(claim, then, exhausted, error=exhausted)
         delay = retryable.delay if retryable and retryable.delay is not None else None
         if delay is None:
             delay = listener.retry.delay(claim.attempt)
         delay = min(delay, listener.retry.backoff_cap)
         due = utcnow() + timedelta(seconds=delay + self.settings.redeliver_after)
-        self._finish(claim, "retrying", error=message, due_at=due)
-        return Outcome("retrying", retry_in=delay, detail=message)
+        if not self._record(claim, RunState.RETRYING, error=message, due_at=due):
+            return Outcome(None, "the run was taken over", None, claim)
+        return Outcome(RunState.RETRYING, message, delay, claim)
 
-    def _finish(self, claim: Claim, state: str, **values: Any) -> bool:
-        with self.sessions.begin() as session:
-            return self._record(session, claim, state, **values)
-
-    def _record(
+    def _end(
         self,
-        session: Session,
         claim: Claim,
-        state: str,
+        state: RunState,
+        detail: str,
         *,
-        result: dict[str, Any] | None = None,
         error: str | None = None,
-        due_at: Any = None,
-    ) -> bool:
-        """Set the run's outcome if it is still ours (running under this attempt)."""
-        now = utcnow()
-        params = {"run_id": claim.run_id, "attempt": claim.attempt, "state": state, "now": now}
-        if state == "retrying":
-            params.update(error=error, due_at=due_at)
-            statement = _RECORD_RETRY
-        else:
-            params.update(error=error, result=result)
-            statement = _RECORD_END
-        # On the session's connection, as Core: the ORM's bulk-UPDATE machinery (which
-        # would synchronise loaded ListenerRun objects; there are none) cost 0.2 ms a run.
-        done = session.connection().execute(statement, params)
-        return bool(done.rowcount)
+        result: Any = None,
+    ) -> Outcome:
+        if not self._record(claim, state, error=error, result=result):
+            return Outcome(None, "the run was taken over", None, claim)
+        return Outcome(state, detail, None, claim)
 
-
-# The statements of every run, built once (SQLAlchemy then reuses their compiled form):
-# building them per call cost more CPU than the rest of a run's bookkeeping.
-_CLAIM = (
-    update(ListenerRun)
-    .where(
-        ListenerRun.id == bindparam("run_id"),
-        or_(
-            ListenerRun.state.in_(("pending", "retrying")),
-            (ListenerRun.state == "running") & (ListenerRun.lease_expires_at < bindparam("now")),
-        ),
-    )
-    .values(
-        state="running",
-        attempts=ListenerRun.attempts + 1,
-        lease_expires_at=bindparam("lease"),
-        updated_at=bindparam("now"),
-    )
-    .returning(ListenerRun.listener, ListenerRun.attempts, ListenerRun.event_id)
-)
-_EVENT = select(WebhookEvent.raw_body, WebhookEvent.received_at).where(
-    WebhookEvent.id == bindparam("event_id")
-)
-_CLAIMED = _CLAIM.cte("claimed")
-_CLAIM_WITH_EVENT = select(_CLAIMED, WebhookEvent.raw_body, WebhookEvent.received_at).join(
-    WebhookEvent, WebhookEvent.id == _CLAIMED.c.event_id
-)
-_STILL_OURS = update(ListenerRun).where(
-    ListenerRun.id == bindparam("run_id"),
-    ListenerRun.state == "running",
-    ListenerRun.attempts == bindparam("attempt"),
-)
-_RECORD_RETRY = _STILL_OURS.values(
-    state=bindparam("state"),
-    updated_at=bindparam("now"),
-    lease_expires_at=None,
-    last_error=bindparam("error"),
-    due_at=bindparam("due_at"),
-)
-_RECORD_END = _STILL_OURS.values(
-    state=bindparam("state"),
-    updated_at=bindparam("now"),
-    lease_expires_at=None,
-    last_error=bindparam("error"),
-    finished_at=bindparam("now"),
-    result=bindparam("result"),
-)
+    def _record(self, claim: Claim, state: RunState, **values: Any) -> bool:
+        with self.sessions.begin() as session:
+            return runs.record(session.connection(), claim, state, **values)
 
 
 def _describe(exc: Exception) -> str:
     """The error to keep on the run: our own errors by message, others with a traceback."""
-    if isinstance(exc, PermanentError | RetryableError | ConfigError | Skip):
+    if isinstance(exc, ListenerError | ConfigError):
         text = f"{type(exc).__name__}: {exc.message}"
     else:
         text = "".join(traceback.format_exception(exc)).strip()

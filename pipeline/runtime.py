@@ -1,31 +1,46 @@
-"""Per-process state: settings, engine, listeners and the Celery app, built once."""
+"""Per-process state: settings, the one engine its role needs, the listeners, the Celery
+app and the publisher, each built once, on first use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from pathlib import Path
 
 from celery import Celery
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.db import make_engine
-from pipeline.dispatch import Publisher
+from pipeline.db import make_engine, make_sessionmaker
+from pipeline.outbox import Publisher
 from pipeline.registry import Registry, discover
 from pipeline.runner import Runner
 from pipeline.settings import Settings
 
 
+class Role(StrEnum):
+    """What a process does, which decides how it talks to the database."""
+
+    WEB = "web"  # one statement per request, answered within DATABASE_WRITE_TIMEOUT
+    WORKER = "worker"  # runs listeners; waits as long as a listener's work takes
+    OPS = "ops"  # the relay and the CLI: every transaction on a tested connection
+
+
 def create_celery(settings: Settings) -> Celery:
-    """A Celery app configured from celeryconfig.py, pointed at `settings`' broker."""
+    """A Celery app: celeryconfig.py's static settings, then those of `settings`."""
     app = Celery("pipeline")
     app.config_from_object("celeryconfig")
+    if settings.uses_filesystem_broker:
+        for folder in ("queue", "control", "processed"):
+            (Path(settings.broker_folder) / folder).mkdir(parents=True, exist_ok=True)
     app.conf.update(
         broker_url=settings.broker_url,
         broker_transport_options=settings.broker_transport_options(),
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=settings.task_time_limit * 0.9,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
     )
     return app
 
@@ -33,44 +48,32 @@ def create_celery(settings: Settings) -> Celery:
 @dataclass
 class Runtime:
     settings: Settings
+    role: Role = Role.OPS
 
     @classmethod
-    def from_env(cls) -> Runtime:
-        return cls(Settings.from_env())
+    def from_env(cls, role: Role = Role.OPS) -> Runtime:
+        return cls(Settings.from_env(), role)
 
     @cached_property
     def engine(self) -> Engine:
-        """For all but the two hot paths: each pooled connection is pinged before use."""
-        return self._engine(pool_pre_ping=True)
-
-    @cached_property
-    def inbox_engine(self) -> Engine:
-        """The webhook endpoint's: on PostgreSQL autocommit and no pre-ping, because its one
-        statement is a transaction of its own and inbox.store retries a dropped connection."""
-        if not self._postgresql:
-            return self.engine
-        return self._engine(pool_pre_ping=False, isolation_level="AUTOCOMMIT")
-
-    @cached_property
-    def runner_engine(self) -> Engine:
-        """The worker's: no pre-ping round trip per transaction; Runner.claim, a task's
-        first statement, replaces a dropped connection, and SQLAlchemy then renews the
-        rest of the pool."""
-        if not self._postgresql:
-            return self.engine
-        return self._engine(pool_pre_ping=False)
-
-    @property
-    def _postgresql(self) -> bool:
-        # From the URL: the web, which needs only the inbox engine, builds no other.
-        return make_url(self.settings.database_url).get_backend_name() == "postgresql"
-
-    def _engine(self, **options: Any) -> Engine:
+        """The web's and the worker's skip the pool's pre-ping round trip: the inbox's
+        write and the worker's claim, each a process's first statement of its work, retry
+        once on a connection the server dropped (and then renew the pool). The web's runs
+        each statement as its own transaction on PostgreSQL (autocommit)."""
+        settings = self.settings
+        web = self.role is Role.WEB
+        options = {"isolation_level": "AUTOCOMMIT"} if web and not settings.uses_sqlite else {}
         return make_engine(
-            self.settings.database_url,
-            sqlite_synchronous=self.settings.sqlite_synchronous,
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            pool_pre_ping=self.role is Role.OPS,
+            timeout=settings.database_write_timeout if web else None,
             **options,
         )
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
 
     @cached_property
     def registry(self) -> Registry:
@@ -82,14 +85,21 @@ class Runtime:
 
     @cached_property
     def publisher(self) -> Publisher:
-        return Publisher(self.celery)
+        """The web publishes through the Redis fast path where it applies; the relay and
+        the CLI always through Celery's own producer, so a fast path gone wrong is caught
+        up by a path that cannot be."""
+        return Publisher(self.celery, fast=self.role is Role.WEB)
 
     @cached_property
     def runner(self) -> Runner:
-        return Runner(self.settings, self.runner_engine, self.registry)
+        return Runner(self.settings, self.engine, self.registry)
 
     def after_fork(self) -> None:
-        """A forked child must not share its parent's connections (SQLAlchemy docs)."""
-        for name in ("engine", "inbox_engine", "runner_engine"):
-            if name in self.__dict__:
-                self.__dict__[name].dispose(close=False)
+        """A forked child must not share its parent's connections (SQLAlchemy docs), nor
+        its clients of Ittybit and the broker."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+        if "runner" in self.__dict__:
+            self.runner.after_fork()
+        if "publisher" in self.__dict__:
+            self.publisher.after_fork()

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from pipeline.errors import ConfigError
+
+# Every variable `Settings.from_env` reads, and the field it fills. Tests scrub exactly
+# these from the stacks they start, and a test holds the README's table to them.
+ENVIRONMENT: dict[str, str] = {
+    "DATABASE_URL": "database_url",
+    "CELERY_BROKER_URL": "broker_url",
+    "REDIS_URL": "broker_url",
+    "ITTYBIT_WEBHOOK_SECRET": "webhook_secrets",
+    "ITTYBIT_API_KEY": "ittybit_api_key",
+    "ITTYBIT_API_URL": "ittybit_api_url",
+    "ITTYBIT_CONNECT_TIMEOUT": "ittybit_connect_timeout",
+    "ITTYBIT_READ_TIMEOUT": "ittybit_read_timeout",
+    "PUBLIC_URL": "public_url",
+    "SMTP_URL": "smtp_url",
+    "MAIL_FROM": "mail_from",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "PIPELINE_VAR_DIR": "broker_folder",
+    "RUN_LEASE_SECONDS": "lease_seconds",
+    "TASK_TIME_LIMIT": "task_time_limit",
+    "REDELIVER_AFTER": "redeliver_after",
+    "RELAY_INTERVAL": "relay_interval",
+    "BROKER_VISIBILITY_TIMEOUT": "visibility_timeout",
+    "SQLITE_SYNCHRONOUS": "sqlite_synchronous",
+    "DATABASE_WRITE_TIMEOUT": "database_write_timeout",
+    "CELERY_TASK_EVENTS": "task_events",
+    "LOG_LEVEL": "log_level",
+    "PIPELINE_ENV": "environment",
+}
+# Variables that are not ours but say where we run (a Heroku dyno is one of many hosts).
+PLATFORM = ("DYNO",)
+LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
+_SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url"})
+_URL_FIELDS = frozenset({"database_url", "broker_url"})
 
 
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -38,9 +72,19 @@ def _sqlalchemy_url(url: str) -> str:
     return url
 
 
+def _without_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads (a broker's): say nothing of it
+        return "<url>" if "@" in url else url
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the web, worker, relay and CLI need to know about their surroundings."""
+    """Everything the web, worker, relay and CLI need to know about their surroundings.
+
+    Its repr names no secret: tracebacks that show locals and debug logs print it.
+    """
 
     database_url: str = "sqlite:///var/pipeline.db"
     broker_url: str = "filesystem://"
@@ -67,13 +111,19 @@ class Settings:
     database_write_timeout: float = 3.0
     # Celery task events from the start (Flower turns them on by itself when it runs).
     task_events: bool = False
+    log_level: str = "INFO"
+    # "production" (or a Heroku dyno) makes the embedded defaults an error worth logging.
+    environment: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables (see the README's table)."""
         env = os.environ if environ is None else environ
-        var = Path(env.get("PIPELINE_VAR_DIR", "var"))
+        var = Path(env.get("PIPELINE_VAR_DIR") or "var")
         secrets = tuple(s.strip() for s in env.get("ITTYBIT_WEBHOOK_SECRET", "").split(","))
+        production = env.get("PIPELINE_ENV", "").strip().lower()
+        if not production and any(env.get(name) for name in PLATFORM):
+            production = "production"
         return cls(
             database_url=_sqlalchemy_url(env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db"),
             broker_url=env.get("CELERY_BROKER_URL") or env.get("REDIS_URL") or "filesystem://",
@@ -82,7 +132,7 @@ class Settings:
             ittybit_api_url=(env.get("ITTYBIT_API_URL") or "https://api.ittybit.com").rstrip("/"),
             public_url=env.get("PUBLIC_URL", "").rstrip("/"),
             smtp_url=env.get("SMTP_URL", ""),
-            mail_from=env.get("MAIL_FROM", "ittybit-pipeline@localhost"),
+            mail_from=env.get("MAIL_FROM") or "ittybit-pipeline@localhost",
             max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1024 * 1024)),
             broker_folder=str(var / "broker"),
             lease_seconds=_number(env, "RUN_LEASE_SECONDS", 330.0),
@@ -95,11 +145,20 @@ class Settings:
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
             database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
             task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
+            log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS),
+            environment=production,
         )
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (tests build settings this way)."""
-        return dataclasses.replace(self, **changes)
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS:
+                value = "<set>" if value else "<unset>"
+            elif f.name in _URL_FIELDS:
+                value = _without_password(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def require_webhook_secret(self) -> tuple[str, ...]:
         """The signing secrets, or a start-up error naming the missing variable."""
@@ -116,6 +175,10 @@ class Settings:
             raise ConfigError("ITTYBIT_API_KEY is not set: calls to Ittybit need it")
         return self.ittybit_api_key
 
+    def missing(self, variables: tuple[str, ...]) -> list[str]:
+        """Which of these environment variables (names from ENVIRONMENT) are unset."""
+        return [name for name in variables if not getattr(self, ENVIRONMENT[name])]
+
     @property
     def webhook_url(self) -> str:
         """Where Ittybit should deliver webhooks for jobs we create."""
@@ -127,12 +190,32 @@ class Settings:
     def uses_filesystem_broker(self) -> bool:
         return self.broker_url.startswith("filesystem:")
 
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def embedded_defaults_in_production(self) -> list[str]:
+        """What cannot work where this runs: the one-host defaults on a deployment that is
+        (or may be) several hosts. Empty unless PIPELINE_ENV=production or on a dyno."""
+        if self.environment != "production":
+            return []
+        found = []
+        if self.uses_filesystem_broker:
+            found.append(
+                "CELERY_BROKER_URL is not set: the filesystem:// broker reaches only workers "
+                "on this host, so webhooks are stored and never worked off elsewhere"
+            )
+        if self.uses_sqlite:
+            found.append(
+                "DATABASE_URL is not set to a server: a SQLite file is seen only by "
+                "processes on this host"
+            )
+        return found
+
     def broker_transport_options(self) -> dict[str, Any]:
-        """kombu transport options for the configured broker."""
+        """kombu transport options for the configured broker (no side effects)."""
         if self.uses_filesystem_broker:
             folder = Path(self.broker_folder)
-            for sub in ("queue", "control", "processed"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
             return {
                 "data_folder_in": str(folder / "queue"),
                 "data_folder_out": str(folder / "queue"),

@@ -1,6 +1,6 @@
 """The web process: `POST /webhooks/ittybit` and `GET /healthz`, JSON answers only.
 
-Run with `gunicorn 'pipeline.web:create_app()'`.
+Run with `gunicorn -c gunicorn.conf.py 'pipeline.web:create_app()'` (the Procfile).
 """
 
 from __future__ import annotations
@@ -10,12 +10,18 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pipeline.db import ping
-from pipeline.errors import DatabaseUnavailable, PayloadTooLarge, PipelineError
-from pipeline.ingest import receive
-from pipeline.runtime import Runtime
+from pipeline.errors import (
+    DatabaseUnavailable,
+    InvalidSignature,
+    PayloadTooLarge,
+    PipelineError,
+    WebhookRejected,
+)
+from pipeline.inbox import receive
+from pipeline.runtime import Role, Runtime
 from pipeline.settings import Settings
 from pipeline.signing import SIGNATURE_HEADER, verify
 
@@ -23,15 +29,19 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """The Flask app; fails at start-up, naming the variable, if the secret is missing."""
-    runtime = Runtime(settings or Settings.from_env())
+    """The Flask app. Fails at start-up, naming what is wrong, when the webhook secret is
+    missing or a listener module cannot be imported: never a 500 per webhook later."""
+    runtime = Runtime(settings or Settings.from_env(), Role.WEB)
     runtime.settings.require_webhook_secret()
+    runtime.registry  # noqa: B018 - discover the listeners now: a broken one stops the boot
+    for problem in runtime.settings.embedded_defaults_in_production():
+        log.error("%s", problem)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.extensions["pipeline"] = runtime
     app.add_url_rule("/webhooks/ittybit", view_func=receive_webhook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
-    app.register_error_handler(PipelineError, _pipeline_error)
+    app.register_error_handler(WebhookRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SQLAlchemyError, _database_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -48,21 +58,33 @@ def receive_webhook() -> tuple[Response, int]:
     runtime = _runtime()
     settings = runtime.settings
     body = _read_body(settings.max_body_bytes)
-    verify(body, request.headers.get(SIGNATURE_HEADER), settings.webhook_secrets)
+    signature = request.headers.get(SIGNATURE_HEADER)
+    try:
+        verify(body, signature, settings.webhook_secrets)
+    except InvalidSignature:
+        log.warning(
+            "webhook from %s refused: %s signature",
+            request.remote_addr,
+            "a wrong" if signature else "no",
+        )
+        raise
     receipt = receive(
-        runtime.inbox_engine,
+        runtime.engine,
         runtime.registry,
         body,
         settings.redeliver_after,
         settings.database_write_timeout,
     )
     if receipt.error is not None:
+        log.warning("webhook stored as event %s, unreadable: %s", receipt.event_id, receipt.error)
         return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
     if receipt.duplicate:
+        log.info("webhook duplicate of event %s", receipt.event_id)
         return jsonify(status="duplicate", event_id=receipt.event_id), 200
     runs = [
         {"id": run_id, "listener": name, "state": state} for run_id, name, state in receipt.runs
     ]
+    log.info("webhook stored as event %s, runs %s", receipt.event_id, [r[0] for r in receipt.runs])
     response = jsonify(status="accepted", event_id=receipt.event_id, runs=runs)
     # Publish once the answer is on its way: the runs are durable already, and a slow
     # broker then delays no sender (the relay covers a publish that fails).
@@ -72,7 +94,10 @@ def receive_webhook() -> tuple[Response, int]:
 
 def _read_body(cap: int) -> bytes:
     """The raw body, or PayloadTooLarge (413) past `cap`, without reading an endless one."""
-    body = request.get_data(cache=False)  # werkzeug: 413 past MAX_CONTENT_LENGTH
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:  # werkzeug's check of Content-Length
+        raise PayloadTooLarge(f"the body is larger than the {cap}-byte limit") from None
     # A chunked body has no Content-Length: werkzeug cuts it at the cap without a word.
     streamed = request.content_length is None
     if streamed and len(body) >= cap and request.environ["wsgi.input"].read(1):
@@ -85,7 +110,7 @@ def healthz() -> tuple[Response, int]:
     runtime = _runtime()
     checks: dict[str, str] = {}
     try:
-        ping(runtime.inbox_engine, runtime.settings.database_write_timeout)
+        ping(runtime.engine, runtime.settings.database_write_timeout)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"
@@ -96,40 +121,35 @@ def healthz() -> tuple[Response, int]:
     except Exception as exc:
         checks["broker"] = f"unavailable ({type(exc).__name__})"
     healthy = all(v == "ok" for v in checks.values())
+    if runtime.settings.uses_filesystem_broker:
+        checks["broker_reach"] = "this host only (filesystem://)"
     return jsonify(status="ok" if healthy else "unavailable", **checks), 200 if healthy else 503
 
 
-def _error_body(error: PipelineError, **extra: Any) -> Response:
+def _error_body(error: WebhookRejected, **extra: Any) -> Response:
     return jsonify(error=error.code, message=error.message, **extra)
 
 
-def _pipeline_error(error: PipelineError) -> tuple[Response, int]:
+def _rejected(error: WebhookRejected) -> tuple[Response, int]:
     return _error_body(error), error.status
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:
-    status = error.code or 500
-    code = (
-        "payload_too_large"
-        if status == 413
-        else (error.name or "http_error").lower().replace(" ", "_")
-    )
-    message = error.description or error.name
-    if status == 413:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        message = f"the body is larger than the {limit}-byte limit"
-    return jsonify(error=code, message=message), status
+    code = (error.name or "http_error").lower().replace(" ", "_")
+    return jsonify(error=code, message=error.description or error.name), error.code or 500
 
 
 def _database_error(error: SQLAlchemyError) -> tuple[Response, int]:
     # Nothing was stored, so the sender must try again: 503, which Ittybit retries.
     log.error("database error while receiving: %s", type(error).__name__)
-    unavailable = DatabaseUnavailable("the database is unavailable; retry later")
-    return _error_body(unavailable), unavailable.status
+    return _rejected(DatabaseUnavailable("the database is unavailable; retry later"))
 
 
 def _unexpected_error(error: Exception) -> tuple[Response, int]:
     if isinstance(error, HTTPException):
         return _http_error(error)
-    log.exception("unexpected error")
+    if isinstance(error, PipelineError):
+        log.error("%s: %s", type(error).__name__, error.message)
+    else:
+        log.exception("unexpected error")
     return jsonify(error="internal_error", message="unexpected error; it has been logged"), 500

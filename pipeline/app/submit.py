@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.app.ittybit import IttybitClient
 from pipeline.errors import PipelineError
-from pipeline.ittybit import IttybitClient
 from pipeline.models import Media, User
 from pipeline.settings import Settings
 

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pipeline.models
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -25,7 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=True),
-        sa.Column("created_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
@@ -38,7 +36,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=64), nullable=True),
         sa.Column("topic", sa.String(length=64), nullable=True),
         sa.Column("raw_body", sa.LargeBinary(), nullable=False),
-        sa.Column("received_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("signature_valid", sa.Boolean(), nullable=False),
         sa.Column("parse_error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
@@ -56,11 +54,11 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
-        sa.Column("due_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("lease_expires_at", pipeline.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", pipeline.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["event_id"],
             ["webhook_events.id"],
@@ -91,10 +89,10 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("thumbnail_task_id", sa.String(length=255), nullable=True),
         sa.Column("thumbnail_url", sa.Text(), nullable=True),
-        sa.Column("outcome_at", pipeline.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("outcome_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome_terminal", sa.Boolean(), nullable=False),
-        sa.Column("created_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_media_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_media")),
         sa.UniqueConstraint("task_id", name=op.f("uq_media_task_id")),
@@ -110,8 +108,8 @@ def upgrade() -> None:
         sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
-        sa.Column("emailed_at", pipeline.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", pipeline.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("emailed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["media_id"], ["media.id"], name=op.f("fk_notifications_media_id_media")
         ),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.samples import SHAPES
+from pipeline.dev.samples import SHAPES
 
 KINDS = ("video", "audio", "image", "animation", "adaptive_video")
 IMAGE_FORMATS = ("jpeg", "png", "webp", "avif")
@@ -178,7 +178,7 @@ def _even(value: float) -> int:
 
 
 def validate_fault(body: Any) -> dict[str, Any]:
-    """A fault rule for `POST /_emulator/faults` (see pipeline.emulator's docstring)."""
+    """A fault rule for `POST /_emulator/faults` (see pipeline.dev.emulator's docstring)."""
     if not isinstance(body, dict):
         raise invalid("a fault rule is a JSON object")
     count = body.get("count", 1)

@@ -1,5 +1,6 @@
 """The emulator's memory: jobs moving through their statuses, webhook deliveries retried
-with backoff, idempotency keys, fault rules and the logs tests read.
+with backoff (each attempt: deliveries.py), idempotency keys, fault rules and the logs
+tests read.
 
 One lock guards the state; timed work runs on the Scheduler, never in a request's thread.
 """
@@ -15,12 +16,11 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-import requests
-
-from pipeline import sender
-from pipeline.emulator.clock import Scheduler
-from pipeline.emulator.jobs import ApiError, EmulatorConfig, JobRequest, output
-from pipeline.samples import webhook_payload
+from pipeline.dev import sender
+from pipeline.dev.emulator.clock import Scheduler
+from pipeline.dev.emulator.deliveries import Delivery, attempt
+from pipeline.dev.emulator.jobs import ApiError, EmulatorConfig, JobRequest, output
+from pipeline.dev.samples import webhook_payload
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ class Job:
     files_url: str
     fail: str | None
     delivery_failures: int
-
-
-@dataclass(frozen=True)
-class Delivery:
-    job_id: str
-    status: str  # the job status this webhook reports
-    url: str
-    shape: str
-    body: bytes
-    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -188,70 +178,17 @@ class Emulator:
                 job.delivery_failures -= 1
             elif self._delivery_failures > 0:
                 self._delivery_failures -= 1
-        started = time.monotonic()
-        status, error, answer = self._post(delivery, emulated)
-        retryable = status is None or status >= 500
-        if status is not None and 200 <= status < 300:
-            outcome = "delivered"
-        elif retryable and delivery.attempt < self.config.max_attempts:
-            outcome = "retrying"
-        else:
-            outcome = "gave_up" if retryable else "rejected"
-        self._log_delivery(delivery, status, error, answer, outcome, started)
+        entry = attempt(delivery, self.config, emulated)
+        self._log_delivery(entry)
+        outcome = entry["outcome"]
         if outcome == "retrying":
             pause = self.config.retry_base * 2 ** (delivery.attempt - 1)
             following = replace(delivery, attempt=delivery.attempt + 1)
             self._scheduler.later(pause, lambda: self._attempt(following))
 
-    def _post(self, delivery: Delivery, emulated: bool) -> tuple[int | None, str | None, str]:
-        if emulated:
-            return None, "emulated connection error (delivery_failures)", ""
-        try:
-            response = sender.post(
-                delivery.url,
-                delivery.body,
-                self.config.secret,
-                timeout=self.config.delivery_timeout,
-            )
-        except requests.Timeout:
-            return None, f"timed out after {self.config.delivery_timeout:g}s", ""
-        except requests.RequestException as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:300], ""
-        return response.status_code, None, response.text[:1000]
-
-    def _log_delivery(
-        self,
-        delivery: Delivery,
-        status: int | None,
-        error: str | None,
-        answer: str,
-        outcome: str,
-        started: float,
-    ) -> None:
-        entry = {
-            "job_id": delivery.job_id,
-            "event": delivery.status,
-            "shape": delivery.shape,
-            "attempt": delivery.attempt,
-            "url": delivery.url,
-            "status": status,
-            "error": error,
-            "outcome": outcome,
-            "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
-            "at": now_ms(),
-            "body": delivery.body.decode(),
-            "answer": answer,
-        }
-        log.info(
-            "delivery %s %s attempt %d: %s (%s)",
-            delivery.job_id,
-            delivery.status,
-            delivery.attempt,
-            status or error,
-            outcome,
-        )
+    def _log_delivery(self, entry: dict[str, Any]) -> None:
         with self._lock:
-            if delivery.job_id in self._jobs:
+            if entry["job_id"] in self._jobs:
                 self.deliveries.append(entry)
 
     # --- faults and logs -------------------------------------------------------------------

@@ -35,7 +35,7 @@ Control endpoints for tests (no auth):
   POST /_emulator/reset          forget everything
 """
 
-from pipeline.emulator.app import create_app, emulator_of
-from pipeline.emulator.jobs import EmulatorConfig
+from pipeline.dev.emulator.app import create_app, emulator_of
+from pipeline.dev.emulator.jobs import EmulatorConfig
 
 __all__ = ["EmulatorConfig", "create_app", "emulator_of"]

@@ -4,15 +4,23 @@ about, and deciding whether an outcome is newer than the one already applied."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pipeline.errors import RetryableError
+from pipeline.errors import RetryableError, Skip
 from pipeline.events import Event
 from pipeline.models import Media
 
-MAIN, THUMBNAIL = "main", "thumbnail"
+
+class Role(StrEnum):
+    """Which of a media's jobs an event reports. Our own thumbnail jobs are Ittybit jobs
+    too, so their deliveries reach every listener: `event.role == Role.THUMBNAIL` (the
+    metadata we set) tells them apart in `wants`, and `find_media` in `handle`."""
+
+    MAIN = "main"
+    THUMBNAIL = "thumbnail"
 
 
 class MediaNotYetKnown(RetryableError):
@@ -22,11 +30,11 @@ class MediaNotYetKnown(RetryableError):
         super().__init__(
             f"no media for task {event.task_id!r} (metadata.media_id={event.media_id!r})",
             max_retries=4,
-            exhausted_state="skipped",
+            then=Skip,
         )
 
 
-def find_media(session: Session, event: Event) -> tuple[Media, str]:
+def find_media(session: Session, event: Event) -> tuple[Media, Role]:
     """The media an event is about, and whether it reports its main job or its thumbnail.
 
     By `metadata.media_id` first (what we set when creating jobs), else by task id.
@@ -42,10 +50,10 @@ def find_media(session: Session, event: Event) -> tuple[Media, str]:
         ).first()
     if media is None:
         raise MediaNotYetKnown(event)
-    is_thumbnail = event.role == THUMBNAIL or (
+    is_thumbnail = event.role == Role.THUMBNAIL or (
         media.thumbnail_task_id is not None and media.thumbnail_task_id == event.task_id
     )
-    return media, THUMBNAIL if is_thumbnail else MAIN
+    return media, Role.THUMBNAIL if is_thumbnail else Role.MAIN
 
 
 def is_newer(event: Event, applied_at: datetime | None, applied_terminal: bool) -> bool:

@@ -8,14 +8,14 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pipeline.emulator.jobs import (
+from pipeline.dev.emulator.jobs import (
     ApiError,
     EmulatorConfig,
     fault_error,
     validate_fault,
     validate_job,
 )
-from pipeline.emulator.state import Emulator, now_ms
+from pipeline.dev.emulator.state import Emulator, now_ms
 
 _CONTROL = "/_emulator"
 _FILE_TYPES = {"mp4": "video/mp4", "webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}

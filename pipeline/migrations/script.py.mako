@@ -9,8 +9,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-import pipeline.models
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -1,0 +1,47 @@
+"""gunicorn's settings for `web` (the Procfile: `gunicorn -c gunicorn.conf.py ...`).
+
+Binds $PORT on every interface when it is set (gunicorn's own default), else
+127.0.0.1:8000; `GUNICORN_CMD_ARGS` overrides anything here (the tests bind loopback).
+"""
+
+import os
+import sys
+
+from pipeline import logs
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+# Sync workers: each request is a short CPU and database job (its publish runs after the
+# answer is sent). They wait on the database's commit, so more than one per core.
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 20  # below the 30 s a platform waits after SIGTERM before SIGKILL
+# gunicorn's control socket has one default path per user: two gunicorns on one host
+# (tests, a blue/green deploy) would take it from each other.
+control_socket_disable = True
+# No access log (gunicorn's default): the app logs every webhook with its event id, and a
+# platform's router logs every request. `GUNICORN_CMD_ARGS=--access-logfile=-` adds one.
+
+
+def on_starting(server: object) -> None:
+    """In the master, before any worker: our log format, and the configuration checked
+    once (a missing secret, a listener module that cannot be imported), so a problem
+    stops the web here with one line instead of failing every worker's boot."""
+    from pipeline.web import create_app
+
+    try:
+        settings = Settings.from_env()
+        _log_like_the_pipeline(settings.log_level)
+        create_app(settings)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc.message}")
+
+
+def post_worker_init(worker: object) -> None:
+    _log_like_the_pipeline(os.environ.get("LOG_LEVEL") or "INFO")
+
+
+def _log_like_the_pipeline(level: str) -> None:
+    logs.configure(level.upper())
+    logs.adopt("gunicorn.error")
