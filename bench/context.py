@@ -17,8 +17,8 @@ import psycopg
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from bench.procs import Proc
 from bench.tutorial_tasks import bench_metadata
+from pipeline.dev.procs import Proc
 from pipeline.migrate import upgrade
 
 PG_SERVER = "postgres@127.0.0.1:5432"

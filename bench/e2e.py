@@ -17,24 +17,24 @@ from sqlalchemy import Engine, case, func, select
 
 from bench import load
 from bench.context import Context, Database
-from bench.ingest import HANDLERS
 from bench.payloads import Delivery, deliveries, seed_media
 from bench.procs import (
+    HANDLERS,
     Proc,
     cpu_ms_per,
     cpu_snapshot,
     cpu_used,
     fsync_ms,
-    start_celery,
+    peak_rss_mb,
     start_emulator,
-    start_gunicorn,
+    start_web,
+    start_worker,
 )
 from bench.profile import TASK_RUNNING, profile_while
 from bench.tutorial_tasks import bench_done
 from pipeline.models import ListenerRun, WebhookEvent
 from pipeline.signing import SIGNATURE_HEADER
 
-WORKERS = {"ours": "pipeline.worker", "tutorial": "bench.tutorial_tasks"}
 LISTENERS_PER_EVENT = 3  # a finished video: UpdateMediaRecord, GenerateThumbnail, NotifyUser
 IDLE_INTERVAL = 0.1  # seconds between webhooks when measuring latency on an idle pipeline
 IDLE_TIMEOUT = 30.0  # seconds to wait for the idle webhooks' listeners once all are sent
@@ -69,21 +69,19 @@ def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
     try:
         procs["emulator"], emulator_port = start_emulator(env, ctx.logs, f"emulator-{system}")
         env["ITTYBIT_API_URL"] = f"http://127.0.0.1:{emulator_port}"
-        procs["web"], web_port = start_gunicorn(
+        procs["web"], web_port = start_web(
             HANDLERS[system], env, ctx.logs, f"e2e-web-{system}", ctx.setup.web_workers
         )
         env["PUBLIC_URL"] = f"http://127.0.0.1:{web_port}"
         pool, concurrency = ctx.setup.worker(system)
-        procs["worker"] = start_celery(
-            WORKERS[system], env, ctx.logs, f"worker-{system}", pool, concurrency
-        )
+        procs["worker"] = start_worker(system, env, ctx.logs, f"worker-{system}", pool, concurrency)
         url = f"{env['PUBLIC_URL']}/webhooks/ittybit"
         counted = functools.partial(_cpu_counted, ctx, database, procs)
         result = {
             "idle": counted(lambda: _idle(system, engine, url, idle, procs["worker"])),
             "burst": counted(lambda: _burst(ctx, system, engine, url, burst, procs["worker"])),
         }
-        result["peak_rss"] = {name: proc.peak_rss_mb() for name, proc in procs.items()}
+        result["peak_rss"] = {name: peak_rss_mb(proc) for name, proc in procs.items()}
         result["worker"] = {"pool": pool, "concurrency": concurrency}
         result["fsync_ms_before"] = disk
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -18,21 +17,21 @@ from bench import load
 from bench.context import Context, Database
 from bench.payloads import deliveries, fill_events, write_wrk_file
 from bench.procs import (
+    HANDLERS,
+    REPO,
     Proc,
     cpu_ms_per,
     cpu_snapshot,
     cpu_used,
+    environment,
     free_port,
-    start_gunicorn,
+    listening,
+    peak_rss_mb,
+    start_web,
     wait_for,
 )
 from bench.profile import WEB_HANDLING, profile_while
 
-HANDLERS = {
-    "ours": "pipeline.web:create_app()",
-    "tutorial": "bench.tutorial_app:create_app()",
-    "bare": "bench.tutorial_app:create_bare_app()",
-}
 BODIES_PER_SECOND = 6000  # above what any of the three serves here, so none wraps
 
 
@@ -40,7 +39,7 @@ BODIES_PER_SECOND = 6000  # above what any of the three serves here, so none wra
 def server(ctx: Context, label: str, app: str, database: Database) -> Iterator[tuple[Proc, str]]:
     """A gunicorn serving `app` on its own Redis database; yields it and its webhook URL."""
     env = ctx.env(database, ctx.fresh_broker())
-    web, port = start_gunicorn(app, env, ctx.logs, f"web-{label}", ctx.setup.web_workers)
+    web, port = start_web(app, env, ctx.logs, f"web-{label}", ctx.setup.web_workers)
     try:
         yield web, f"http://127.0.0.1:{port}/webhooks/ittybit"
     finally:
@@ -64,9 +63,10 @@ def stored_events(database: Database) -> int:
 def ceilings(ctx: Context) -> dict[str, Any]:
     """The generator against a do-nothing server, and gunicorn with a do-nothing app."""
     port = free_port()
-    trivial = Proc("trivial", ["python", "-m", "bench.trivial_server", str(port)], {}, ctx.logs)
+    argv = ["python", "-m", "bench.trivial_server", str(port)]
+    trivial = Proc("trivial", argv, environment({}), ctx.logs, cwd=REPO)
     try:
-        wait_for(lambda: _connects(port), "the trivial server", trivial, 10)
+        wait_for(lambda: listening(port), what="the trivial server", timeout=10, proc=trivial)
         url = f"http://127.0.0.1:{port}/webhooks/ittybit"
         generator = measure(ctx, url, "ceiling_trivial", 64, ctx.plan.seconds / 2)
     finally:
@@ -76,11 +76,6 @@ def ceilings(ctx: Context) -> dict[str, Any]:
     with server(ctx, "noop", noop_app, ctx.fresh_database("sqlite")) as (_, url):
         noop = measure(ctx, url, "ceiling_noop", 64, ctx.plan.seconds / 2)
     return {"generator_vs_trivial_server": generator, "gunicorn_noop_app": noop}
-
-
-def _connects(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass(frozen=True)
@@ -143,7 +138,7 @@ def side_by_side(ctx: Context, chosen: list[Contender]) -> dict[str, Any]:
                 lambda: measure(ctx, url, "profiled", 16, plan.seconds),
             )
         for label, (web, _) in up.items():
-            results[label]["peak_rss"] = web.peak_rss_mb()
+            results[label]["peak_rss"] = peak_rss_mb(web)
     return results
 
 

@@ -74,10 +74,23 @@ def send_all(
 
 def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> LoadResult:
     argv = [
-        "wrk", "-t", str(WRK_THREADS), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
-        "--latency", "--timeout", "10s", "-s", str(WRK_SCRIPT), url, "--", str(bodies),
+        "wrk",
+        "-t",
         str(WRK_THREADS),
-    ]  # fmt: skip
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        str(bodies),
+        str(WRK_THREADS),
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")

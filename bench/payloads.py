@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, text
 
+from pipeline.dev.samples import sample
+from pipeline.dev.sender import encode
 from pipeline.models import Media, User
-from pipeline.samples import sample
-from pipeline.sender import encode
 from pipeline.signing import sign
 
 BODY_BYTES = 600  # about what Ittybit sends for a finished video (shape B)

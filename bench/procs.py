@@ -1,105 +1,118 @@
-"""The processes a benchmark starts: each in its own session, logging to a file, stopped by
-pid; their peak memory and the CPU time they use, read from /proc."""
+"""What bench/ adds to the shared harness (pipeline/dev/procs.py): every contender's web
+and worker started alike (ours from the Procfile, as it ships), and the peak memory and
+CPU time of their processes, read from /proc."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import requests
+from pipeline.dev.procfile import start_process, web_env
+from pipeline.dev.procs import REPO, Proc, free_port, http_answers, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+HANDLERS = {
+    "ours": "pipeline.web:create_app()",
+    "tutorial": "bench.tutorial_app:create_app()",
+    "bare": "bench.tutorial_app:create_bare_app()",
+}
+WORKERS = {"ours": "pipeline.worker", "tutorial": "bench.tutorial_tasks"}
 
 
-class Proc:
-    """A subprocess in a new session (its children stop with it), output to `<logs>/<name>.log`."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], logs: Path) -> None:
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        program = BIN / argv[0]
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [str(program) if program.exists() else argv[0], *argv[1:]],
-                env={**os.environ, "PYTHONPATH": str(REPO), **env},
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def peak_rss_mb(self) -> dict[str, float]:
-        """Peak resident memory (VmHWM) of this process and of its children, in MiB."""
-        tree = [self.pid, *_descendants(self.pid)]
-        peaks = [_vm_hwm_kb(pid) for pid in tree]
-        known = [kb for kb in peaks if kb is not None]
-        return {
-            "processes": len(known),
-            "parent_mb": round((peaks[0] or 0) / 1024, 1),
-            "largest_mb": round(max(known, default=0) / 1024, 1),
-            "total_mb": round(sum(known) / 1024, 1),
-        }
-
-    def children(self) -> list[int]:
-        return _descendants(self.pid)
-
-    def tree(self) -> list[int]:
-        return [self.pid, *_descendants(self.pid)]
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, SIGKILL after `grace`, then SIGKILL to the session so no child outlives it."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)  # the group id is our child's pid
+def environment(env: Mapping[str, str]) -> dict[str, str]:
+    """A contender's environment: ours plus `env`, with the checkout importable (bench.*)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **env}
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = parents.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
+def start_web(
+    app: str, env: Mapping[str, str], logs: Path, name: str, workers: int
+) -> tuple[Proc, int]:
+    """A gunicorn with `workers` sync workers on a free port, once every worker answers:
+    ours is the Procfile's `web`; any other app gets the same settings on its command line."""
+    port = free_port()
+    env = environment({**env, **web_env(port, workers)})
+    if app == HANDLERS["ours"]:
+        proc = start_process("web", env, logs, label=name)
+    else:
+        argv = [
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--timeout",
+            "30",
+            "--graceful-timeout",
+            "20",
+            "--no-control-socket",
+            app,
+        ]
+        proc = Proc(name, argv, env, logs, cwd=REPO)
+    wait_for(
+        http_answers(f"http://127.0.0.1:{port}/healthz"),
+        what=f"{name} to answer",
+        timeout=30,
+        proc=proc,
+    )
+    # Every worker booted, so the first measured requests do not pay for an import.
+    wait_for(
+        lambda: len(proc.children()) >= workers, what="gunicorn workers", timeout=30, proc=proc
+    )
+    return proc, port
+
+
+def start_worker(
+    system: str, env: Mapping[str, str], logs: Path, name: str, pool: str, concurrency: int
+) -> Proc:
+    """`system`'s Celery worker with `pool` and `concurrency`, once it is ready: ours is the
+    Procfile's `worker`, the tutorial's the same options on its own app."""
+    env = environment({**env, "WORKER_CONCURRENCY": str(concurrency)})
+    extra = ["--pool", pool, "-n", f"{name}@%h"]
+    if system == "ours":
+        proc = start_process("worker", env, logs, *extra, label=name)
+    else:
+        argv = [
+            "celery",
+            "-A",
+            WORKERS[system],
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            *extra,
+        ]
+        proc = Proc(name, argv, env, logs, cwd=REPO)
+    wait_for(lambda: " ready." in proc.log(), what=f"{name} ready", timeout=60, proc=proc)
+    return proc
+
+
+def start_emulator(env: Mapping[str, str], logs: Path, name: str) -> tuple[Proc, int]:
+    """`pipeline emulator` on a free port: Ittybit's API, delivering to each job's webhook_url."""
+    port = free_port()
+    proc = Proc(name, ["pipeline", "emulator", "--port", str(port)], environment(env), logs)
+    wait_for(
+        http_answers(f"http://127.0.0.1:{port}/_emulator/jobs"),
+        what="the emulator",
+        timeout=30,
+        proc=proc,
+    )
+    return proc, port
+
+
+def peak_rss_mb(proc: Proc) -> dict[str, float]:
+    """Peak resident memory (VmHWM) of this process and of its children, in MiB."""
+    peaks = [_vm_hwm_kb(pid) for pid in proc.tree()]
+    known = [kb for kb in peaks if kb is not None]
+    return {
+        "processes": len(known),
+        "parent_mb": round((peaks[0] or 0) / 1024, 1),
+        "largest_mb": round(max(known, default=0) / 1024, 1),
+        "total_mb": round(sum(known) / 1024, 1),
+    }
 
 
 def _vm_hwm_kb(pid: int) -> int | None:
@@ -146,94 +159,6 @@ def _cpu_seconds(pid: int) -> float:
     # utime, stime, cutime, cstime: fields 14-17, counted after the ")" ending the name.
     fields = stat.rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
-
-
-def wait_for(check: Callable[[], object], what: str, proc: Proc, timeout: float = 30.0) -> None:
-    """Poll `check` until truthy; raise with the process's log tail if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if not proc.alive or time.monotonic() > deadline:
-            state = "exited" if not proc.alive else f"timed out after {timeout:g}s"
-            raise RuntimeError(f"{proc.name} {state} waiting for {what}:\n{proc.log()[-3000:]}")
-        time.sleep(0.05)
-
-
-def answers(url: str) -> Callable[[], bool]:
-    """A check: something answers HTTP at `url` (any status)."""
-
-    def check() -> bool:
-        try:
-            requests.get(url, timeout=2)
-        except requests.RequestException:
-            return False
-        return True
-
-    return check
-
-
-def start_redis(logs: Path) -> tuple[Proc, str]:
-    """Our own redis-server on a free port, nothing persisted; returns it and its URL."""
-    port = free_port()
-    proc = Proc(
-        "redis",
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(logs)],
-        {},
-        logs,
-    )  # fmt: skip
-    wait_for(lambda: _listening(port), f"redis on port {port}", proc, 10)
-    return proc, f"redis://127.0.0.1:{port}"
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def start_gunicorn(
-    app: str, env: Mapping[str, str], logs: Path, name: str, workers: int
-) -> tuple[Proc, int]:
-    """`gunicorn APP` with `workers` sync workers on a free port (the Procfile's settings,
-    minus the access log), once every worker answers."""
-    port = free_port()
-    proc = Proc(
-        name,
-        ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "5",
-         "--backlog", "2048", "--no-control-socket", app],
-        env,
-        logs,
-    )  # fmt: skip
-    wait_for(answers(f"http://127.0.0.1:{port}/healthz"), f"{name} to answer", proc, 30)
-    # Every worker booted, so the first measured requests do not pay for an import.
-    wait_for(lambda: len(proc.children()) >= workers, "gunicorn workers", proc, 30)
-    return proc, port
-
-
-def start_celery(
-    app: str, env: Mapping[str, str], logs: Path, name: str, pool: str, concurrency: int
-) -> Proc:
-    """`celery -A APP worker --pool POOL --concurrency N`, once it is ready."""
-    proc = Proc(
-        name,
-        ["celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
-         "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h"],
-        env,
-        logs,
-    )  # fmt: skip
-    wait_for(lambda: " ready." in proc.log(), f"{name} ready", proc, 60)
-    return proc
-
-
-def start_emulator(env: Mapping[str, str], logs: Path, name: str) -> tuple[Proc, int]:
-    """`pipeline emulator` on a free port: Ittybit's API, delivering to each job's webhook_url."""
-    port = free_port()
-    proc = Proc(name, ["pipeline", "emulator", "--port", str(port)], env, logs)
-    wait_for(answers(f"http://127.0.0.1:{port}/_emulator/jobs"), "the emulator", proc, 30)
-    return proc, port
 
 
 def fsync_ms(folder: Path, rounds: int = 100) -> dict[str, float]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BIN, Proc
+from pipeline.dev.procs import BIN, Proc
 
 TOP = 10
 # The frame a process is in while it works on something, not waiting for work.
@@ -35,8 +35,21 @@ def profile_while(
     program = py_spy()
     if program is None:
         return {"skipped": "py-spy is not installed: .venv/bin/pip install py-spy"}
-    argv = [program, "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "200",
-            "--nonblocking", "--idle", "--format", "raw", "--output", str(out)]  # fmt: skip
+    argv = [
+        program,
+        "record",
+        "--pid",
+        str(proc.pid),
+        "--subprocesses",
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--idle",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # let it attach to every worker before the load starts
     run = work()

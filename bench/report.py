@@ -7,7 +7,7 @@ import platform
 import subprocess
 from typing import Any
 
-from bench.procs import REPO
+from pipeline.dev.procs import REPO
 
 
 def machine() -> dict[str, Any]:

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench import e2e, ingest, load, report
 from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
-from bench.procs import REPO, fsync_ms, start_redis
+from bench.procs import fsync_ms
+from pipeline.dev.procs import REPO, start_redis
 
 PARTS = ("ingest", "size", "e2e")
 

@@ -15,14 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration.procs import log_offsets, logs_since
 from integration.stack import BACKENDS, Stack
 
 from .harness import STACKS, probe_of, start_fault_stack
 from .probe import Probe
-
-LOG_TAIL = 8000
-_offsets = pytest.StashKey[dict[str, int]]()
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +58,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if stack.restarts:
             counts = ", ".join(f"{name} x{n}" for name, n in sorted(stack.restarts.items()))
             terminalreporter.write_line(f"fault stack {stack.logs}: restarted {counts}")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    """On a failure, attach what each live process logged while the test ran."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if call.when == "setup":
-        item.stash[_offsets] = log_offsets()
-    elif call.when == "call" and report.failed:
-        report.sections += logs_since(item.stash.get(_offsets, {}), LOG_TAIL)

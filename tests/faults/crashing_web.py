@@ -1,30 +1,28 @@
-"""The real web app, except that its process dies (SIGKILL) right after committing a
-delivery whose body contains `die-after-commit`: after the 200 became due, before any
-publish. Copied beside the probe and run as `gunicorn 'crashing_web:create_app()'`."""
+"""The real web app, except that its process dies (SIGKILL) once a request marked with the
+header `X-Die-After-Commit` has been handled: the delivery is committed and its answer
+due, nothing is published. Copied beside the probe and run as
+`gunicorn 'crashing_web:create_app()'`. Flask's after_request hook runs after the view
+(the commit) and before the response is sent (which publishes)."""
 
 from __future__ import annotations
 
 import os
 import signal
 
-from flask import Flask
-from sqlalchemy import Engine
+from flask import Flask, Response, request
 
-import pipeline.ingest
-from pipeline.inbox import NewEvent, Stored
 from pipeline.web import create_app as create_real_app
 
-MARKER = b"die-after-commit"
+MARKER = "X-Die-After-Commit"
 
 
 def create_app() -> Flask:
-    store = pipeline.ingest.store  # inbox.store: returns once the event is committed
+    app = create_real_app()
 
-    def store_then_die(engine: Engine, new: NewEvent, timeout: float | None = None) -> Stored:
-        stored = store(engine, new, timeout)
-        if MARKER in new.raw_body:
+    @app.after_request
+    def die_if_marked(response: Response) -> Response:
+        if request.headers.get(MARKER):
             os.kill(os.getpid(), signal.SIGKILL)
-        return stored
+        return response
 
-    pipeline.ingest.store = store_then_die
-    return create_real_app()
+    return app

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration.helpers import delivery, wait_until
+from integration.helpers import delivery
 from sqlalchemy import Engine, func, select
+
+from pipeline.dev.procs import wait_for
 
 from .probe_listener import EFFECTS
 
@@ -84,7 +86,9 @@ class Probe:
         def started() -> Start | None:
             return next((s for s in self.starts(task_id) if s.attempt == attempt), None)
 
-        return wait_until(started, timeout, f"the probe starts {task_id} attempt {attempt}")
+        return wait_for(
+            started, timeout=timeout, what=f"the probe starts {task_id} attempt {attempt}"
+        )
 
     def effects(self, task_id: str) -> list[tuple[int, int]]:
         """The effects committed for `task_id`, as (run_id, attempt)."""

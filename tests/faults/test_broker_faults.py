@@ -12,9 +12,10 @@ from integration.helpers import (
     new_task_id,
     runs_for,
     timed_send,
-    wait_until,
 )
 from integration.stack import Stack
+
+from pipeline.dev.procs import wait_for
 
 from .probe import Probe
 
@@ -46,8 +47,10 @@ def deliver_while_broken(stack: Stack, probe: Probe) -> list[str]:
 
 def assert_all_finish_once(stack: Stack, probe: Probe, task_ids: list[str]) -> None:
     for task_id in task_ids:
-        runs = wait_until(
-            stack.supervising(finished_runs(stack.db, task_id)), 30, f"{task_id}'s runs end"
+        runs = wait_for(
+            stack.supervising(finished_runs(stack.db, task_id)),
+            timeout=30,
+            what=f"{task_id}'s runs end",
         )
         assert {name: run.state for name, run in runs.items()} == dict.fromkeys(
             LISTENERS, "succeeded"

@@ -8,6 +8,7 @@ once the database is back."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -18,23 +19,14 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import requests
-from integration.helpers import delivery, new_task_id, send, timed_send, wait_until
-from integration.procs import (
-    PostgresServer,
-    Proc,
-    free_port,
-    http_answers,
-    run_cli,
-    start_gunicorn,
-    start_redis,
-    start_relay,
-    wait_for,
-)
+from integration.helpers import delivery, new_task_id, send, timed_send
+from integration.procs import PostgresServer, run_cli, start_gunicorn, start_relay
 from integration.stack import pipeline_env
 
 from pipeline.db import make_engine
-from pipeline.inbox import NewEvent, store
-from pipeline.models import utcnow
+from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for
+from pipeline.inbox import receive
+from pipeline.registry import discover
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +74,7 @@ def lone_web(tmp_path: Path) -> Iterator[LoneWeb]:
         # One worker: every request uses the connection the previous one left in the pool.
         procs.append(start_gunicorn(env, tmp_path, port, name="web-own-db", workers=1))
         url = f"http://127.0.0.1:{port}"
-        wait_for(http_answers(f"{url}/healthz"), "gunicorn", 30, procs[-1])
+        wait_for(http_answers(f"{url}/healthz"), what="gunicorn", timeout=30, proc=procs[-1])
         yield LoneWeb(url, secret, database, urlsplit(broker_url).port or 6379, env, tmp_path)
     finally:
         for proc in reversed(procs):
@@ -98,7 +90,7 @@ def test_while_the_database_is_down_deliveries_get_503_within_5s_and_nothing_is_
     before = send(webhook_url, delivery("B", new_task_id()), web.secret)
     assert before.status_code == 200, before.text
     # What a publish looks like here: the accepted delivery's runs, queued.
-    wait_until(lambda: web.queued() == RUNS_PER_DELIVERY, 10, "the runs are published")
+    wait_for(lambda: web.queued() == RUNS_PER_DELIVERY, timeout=10, what="the runs are published")
 
     web.database.stop()
     body = delivery("B", new_task_id())
@@ -115,7 +107,9 @@ def test_while_the_database_is_down_deliveries_get_503_within_5s_and_nothing_is_
     assert health.status_code == 503 and health.json()["database"].startswith("unavailable")
     assert queued_during_outage == RUNS_PER_DELIVERY
     assert after.status_code == 200 and after.json()["status"] == "accepted", after.text
-    wait_until(lambda: web.queued() == 2 * RUNS_PER_DELIVERY, 10, "the retry's runs publish")
+    wait_for(
+        lambda: web.queued() == 2 * RUNS_PER_DELIVERY, timeout=10, what="the retry's runs publish"
+    )
 
 
 def test_while_the_database_hangs_deliveries_get_503_within_5s_then_200_again(
@@ -141,7 +135,7 @@ def test_while_the_database_hangs_deliveries_get_503_within_5s_then_200_again(
     # The stalled write may have landed once the server thawed: then the retry is a
     # duplicate (its runs wait for the relay); either way it is stored exactly once.
     assert health.status_code == 503, health.text
-    # TooSlow on a pooled connection, or ConnectionTimeout on a new one: either way quick.
+    # DeadlineExceeded on a pooled connection, or ConnectionTimeout on a new one: either way quick.
     assert health.json()["database"].startswith("unavailable"), health.text
     assert health_after.status_code == 200, health_after.text
     assert retried.status_code == 200, retried.text
@@ -155,17 +149,20 @@ def test_the_relay_outlives_a_database_outage_and_publishes_what_fell_due(
     relay = start_relay(web.env, web.logs, interval=0.2)
     try:
         web.database.stop()
-        wait_until(lambda: "database unavailable" in relay.log(), 10, "the relay notices")
+        wait_for(
+            lambda: "database unavailable" in relay.log(), timeout=10, what="the relay notices"
+        )
         alive_during_outage = relay.alive
         web.database.start()
         # Runs whose publish was missed (as if the broker had been down), due now.
         engine = make_engine(web.env["DATABASE_URL"])
-        now = utcnow()
-        listeners = [("update_media_record", None), ("notify_user", None)]
-        store(engine, NewEvent(f"{new_task_id()}:succeeded", b"{}", now, None, None,
-                               "succeeded", None, None, listeners, now))  # fmt: skip
+        body = json.dumps({"id": new_task_id(), "status": "succeeded", "kind": "audio"})
+        stored = receive(engine, discover(), body.encode(), redeliver_after=0)
         engine.dispose()
-        wait_until(lambda: web.queued() == len(listeners), 15, "the relay publishes them")
+        assert len(stored.runs) == 2  # update_media_record, notify_user
+        wait_for(
+            lambda: web.queued() == len(stored.runs), timeout=15, what="the relay publishes them"
+        )
     finally:
         relay.stop()
 

@@ -20,9 +20,10 @@ from integration.helpers import (
     notifications,
     runs_for,
     send,
-    wait_until,
 )
 from integration.stack import Stack
+
+from pipeline.dev.procs import wait_for
 
 from .probe import Probe
 
@@ -46,7 +47,7 @@ def send_copies(stack: Stack, body: bytes, ready: threading.Barrier) -> list[req
 def assert_one_of_everything(stack: Stack, probe: Probe, task_id: str, media_id: int) -> None:
     """One event; each listener ran once and left exactly one effect."""
     [event] = events_for(stack.db, task_id)
-    runs = wait_until(finished_runs(stack.db, task_id), 30, "every run ends")
+    runs = wait_for(finished_runs(stack.db, task_id), timeout=30, what="every run ends")
     assert sorted(r.listener for r in runs_for(stack.db, task_id)) == sorted(EVERY_LISTENER)
     assert all(r.event_id == event.id for r in runs.values())
     assert {(r.state, r.attempts) for r in runs.values()} == {("succeeded", 1)}, {

@@ -32,13 +32,43 @@ EXAMPLES = settings(
 )
 # Headers that frame the request itself: fuzzing them makes a different HTTP request (or
 # none), answered by gunicorn's parser before our app sees it.
-FRAMING = {"content-length", "transfer-encoding", "host", "connection", "expect", "te",
-           "trailer", "upgrade", "keep-alive", "proxy-connection"}  # fmt: skip
+FRAMING = {
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "expect",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+}
 TOKEN = "!#$%&'*+-.^`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-KNOWN_HEADERS = [SIGNATURE_HEADER, "Content-Type", "Content-Encoding", "Accept", "User-Agent",
-                 "X-Forwarded-For", "Cookie", "Authorization", "Idempotency-Key"]  # fmt: skip
-STATUS_WORDS = ["succeeded", "completed", "failed", "error", "processing", "queued", "ready",
-                "cancelled", "task.succeeded", "", " "]  # fmt: skip
+KNOWN_HEADERS = [
+    SIGNATURE_HEADER,
+    "Content-Type",
+    "Content-Encoding",
+    "Accept",
+    "User-Agent",
+    "X-Forwarded-For",
+    "Cookie",
+    "Authorization",
+    "Idempotency-Key",
+]
+STATUS_WORDS = [
+    "succeeded",
+    "completed",
+    "failed",
+    "error",
+    "processing",
+    "queued",
+    "ready",
+    "cancelled",
+    "task.succeeded",
+    "",
+    " ",
+]
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 json_values = st.recursive(
@@ -48,8 +78,13 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-ODD_TIMES = ["2025-01-10T12:34:56Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
-             "1775212274000", "NaN"]  # fmt: skip
+ODD_TIMES = [
+    "2025-01-10T12:34:56Z",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "1775212274000",
+    "NaN",
+]
 timestamps = st.integers() | st.floats() | st.text(max_size=30) | st.sampled_from(ODD_TIMES)
 task_fields = {
     "id": st.text(max_size=300) | json_values,

@@ -23,10 +23,10 @@ from integration.helpers import (
     notifications,
     runs_for,
     send,
-    wait_until,
 )
 from integration.stack import Stack, start_stack
 
+from pipeline.dev.procs import wait_for
 from pipeline.models import ListenerRun
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def deliver_video(stack: Stack) -> tuple[int, dict[str, ListenerRun]]:
     media_id = make_media(stack.db, task_id=task_id, user_id=make_user(stack.db))
     answer = send(stack.webhook_url, delivery("B", task_id), stack.secret)
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), 60, "the video's runs end")
+    runs = wait_for(finished_runs(stack.db, task_id), timeout=60, what="the video's runs end")
     return media_id, runs
 
 
@@ -77,7 +77,7 @@ def thumbnail_calls(stack: Stack, media_id: int, count: int = 1) -> list[dict[st
         done = [call for call in calls if call["status"]]
         return calls if len(done) == len(calls) >= count else []
 
-    return wait_until(answered, 10, f"{count} thumbnail call(s) answered")
+    return wait_for(answered, timeout=10, what=f"{count} thumbnail call(s) answered")
 
 
 def thumbnail_jobs(stack: Stack, media_id: int) -> list[dict[str, Any]]:
@@ -199,7 +199,7 @@ def test_two_deliveries_of_one_video_while_ittybit_is_slow_start_one_thumbnail_j
         runs = runs_for(ittybit.db, task_id)
         return runs if len(runs) == 6 and all(r.state in FINISHED for r in runs) else []
 
-    runs = wait_until(both_events_ended, 60, "both events' runs end")
+    runs = wait_for(both_events_ended, timeout=60, what="both events' runs end")
     assert {run.state for run in runs} == {"succeeded"}, [r.last_error for r in runs]
     assert len(thumbnail_calls(ittybit, media_id, count=2)) == 2
     [job] = thumbnail_jobs(ittybit, media_id)

@@ -21,11 +21,11 @@ from integration.helpers import (
     notifications,
     runs_for,
     send,
-    wait_until,
 )
 from integration.stack import REPO, Stack, start_stack
 from sqlalchemy.orm import Session
 
+from pipeline.dev.procs import wait_for
 from pipeline.models import ListenerRun
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def deliver_broken(stack: Stack) -> Delivered:
     body = delivery("B", task_id, metadata={"broken_probe": True})
     answer = send(stack.webhook_url, body, stack.secret)
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), 60, "the runs end")
+    runs = wait_for(finished_runs(stack.db, task_id), timeout=60, what="the runs end")
     return Delivered(task_id, media_id, body, runs)
 
 
@@ -111,7 +111,7 @@ def run_reaches(stack: Stack, run_id: int, state: str, timeout: float = 30) -> L
             run = session.get(ListenerRun, run_id)
         return run if run is not None and run.state == state else None
 
-    return wait_until(check, timeout, f"run {run_id} is {state}")
+    return wait_for(check, timeout=timeout, what=f"run {run_id} is {state}")
 
 
 def snapshot(runs: list[ListenerRun]) -> dict[str, tuple[object, ...]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,24 +21,15 @@ from integration.helpers import (
     new_task_id,
     runs_for,
     send,
-    wait_until,
 )
-from integration.stack import BACKENDS, Stack, start_stack
+from integration.stack import Stack
+
+from pipeline.dev.procs import wait_for
 
 pytestmark = pytest.mark.integration
 
 MINUTE = timedelta(minutes=1)
 PAIRS = 24  # media whose older and newer outcomes arrive at the same instant
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def ordered(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """A plain stack on SQLite and on PostgreSQL."""
-    running = start_stack(request.param, tmp_path_factory.mktemp(f"order-{request.param}"))
-    yield running
-    running.stop()
 
 
 def envelope(
@@ -77,7 +67,7 @@ def deliver(stack: Stack, task_id: str, body: bytes) -> None:
         runs = finished_runs(stack.db, task_id)()
         return bool(runs) and any(run.event_id == event_id for run in runs.values())
 
-    wait_until(ended, 30, "the delivery's runs end")
+    wait_for(ended, timeout=30, what="the delivery's runs end")
 
 
 def runs_ended(stack: Stack, task_id: str, count: int) -> bool:
@@ -94,52 +84,52 @@ def video_url(name: str) -> str:
     return f"https://cdn.ittybit.test/clippable/{name}-{secrets.token_hex(3)}.mp4"
 
 
-def test_a_failure_that_happened_before_the_success_does_not_undo_it(ordered: Stack) -> None:
-    task_id, media_id = new_media(ordered)
+def test_a_failure_that_happened_before_the_success_does_not_undo_it(stack: Stack) -> None:
+    task_id, media_id = new_media(stack)
     now, url = datetime.now(UTC), video_url("done")
 
-    deliver(ordered, task_id, envelope(task_id, "succeeded", now, url=url))
-    deliver(ordered, task_id, envelope(task_id, "failed", now - MINUTE, error="too late"))
+    deliver(stack, task_id, envelope(task_id, "succeeded", now, url=url))
+    deliver(stack, task_id, envelope(task_id, "failed", now - MINUTE, error="too late"))
 
-    media = get_media(ordered.db, media_id)
+    media = get_media(stack.db, media_id)
     assert (media.status, media.output_url, media.error) == ("completed", url, None)
 
 
 def test_an_older_success_arriving_last_keeps_the_newer_output_and_a_newer_outcome_wins(
-    ordered: Stack,
+    stack: Stack,
 ) -> None:
-    task_id, media_id = new_media(ordered)
+    task_id, media_id = new_media(stack)
     now, newer, older = datetime.now(UTC), video_url("newer"), video_url("older")
 
-    deliver(ordered, task_id, envelope(task_id, "succeeded", now, url=newer))
-    deliver(ordered, task_id, envelope(task_id, "succeeded", now - MINUTE, url=older))
-    kept = get_media(ordered.db, media_id)
-    deliver(ordered, task_id, envelope(task_id, "failed", now + MINUTE, error="re-encode failed"))
-    replaced = get_media(ordered.db, media_id)
+    deliver(stack, task_id, envelope(task_id, "succeeded", now, url=newer))
+    deliver(stack, task_id, envelope(task_id, "succeeded", now - MINUTE, url=older))
+    kept = get_media(stack.db, media_id)
+    deliver(stack, task_id, envelope(task_id, "failed", now + MINUTE, error="re-encode failed"))
+    replaced = get_media(stack.db, media_id)
 
     assert (kept.status, kept.output_url) == ("completed", newer)
     assert (replaced.status, replaced.error) == ("failed", "re-encode failed")
 
 
 def test_a_processing_delivered_after_the_success_leaves_the_media_completed(
-    ordered: Stack,
+    stack: Stack,
 ) -> None:
-    task_id, media_id = new_media(ordered)
+    task_id, media_id = new_media(stack)
     now, url = datetime.now(UTC), video_url("done")
 
-    deliver(ordered, task_id, envelope(task_id, "succeeded", now, url=url))
+    deliver(stack, task_id, envelope(task_id, "succeeded", now, url=url))
     # Stamped later than the success, yet not final: a terminal outcome beats it.
-    deliver(ordered, task_id, envelope(task_id, "processing", now + MINUTE))
+    deliver(stack, task_id, envelope(task_id, "processing", now + MINUTE))
 
-    media = get_media(ordered.db, media_id)
+    media = get_media(stack.db, media_id)
     assert (media.status, media.output_url) == ("completed", url)
 
 
 def test_an_older_and_a_newer_failure_arriving_together_leave_the_newer_one(
-    ordered: Stack,
+    stack: Stack,
 ) -> None:
     now = datetime.now(UTC)
-    media = [new_media(ordered) for _ in range(PAIRS)]
+    media = [new_media(stack) for _ in range(PAIRS)]
     # Only update_media_record wants failures: each pair's two runs sit side by side in
     # the queue, and the worker's two processes take them at once.
     bodies = [
@@ -152,10 +142,10 @@ def test_an_older_and_a_newer_failure_arriving_together_leave_the_newer_one(
     ]
 
     with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda b: send(ordered.webhook_url, b, ordered.secret), bodies))
+        answers = list(pool.map(lambda b: send(stack.webhook_url, b, stack.secret), bodies))
 
     assert [a.status_code for a in answers] == [200] * len(bodies)
     for task_id, _ in media:
-        wait_until(lambda t=task_id: runs_ended(ordered, t, count=2), 30, "both runs end")
-    errors = {media_id: get_media(ordered.db, media_id).error for _, media_id in media}
+        wait_for(lambda t=task_id: runs_ended(stack, t, count=2), timeout=30, what="both runs end")
+    errors = {media_id: get_media(stack.db, media_id).error for _, media_id in media}
     assert errors == {media_id: "newer" for _, media_id in media}

@@ -21,10 +21,11 @@ from integration.helpers import (
     make_user,
     new_task_id,
     send,
-    wait_until,
 )
 from integration.procs import run_cli
 from integration.stack import BACKENDS, Stack, pipeline_env
+
+from pipeline.dev.procs import wait_for
 
 from .test_listener_failures import (
     MAX_RETRIES,
@@ -36,8 +37,6 @@ from .test_listener_failures import (
 )
 
 pytestmark = pytest.mark.integration
-
-WIDE = {"COLUMNS": "250"}  # rich tables wrap cells on a narrow terminal
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -51,15 +50,12 @@ def replaying(
 
 
 def failed_rows(stack: Stack) -> dict[int, list[str]]:
-    """`pipeline runs --state failed` as {run id: its cells}."""
-    listed = stack.cli("runs", "--state", "failed", "--limit", "1000", env=WIDE)
+    """`pipeline runs --state failed` as {run id: its cells} (piped: tab-separated, whole)."""
+    listed = stack.cli("runs", "--state", "failed", "--limit", "1000")
     assert listed.returncode == 0, listed.stderr
-    rows = {}
-    for line in listed.stdout.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
-        if cells[0].isdigit():
-            rows[int(cells[0])] = cells
-    return rows
+    header, *lines = listed.stdout.splitlines()
+    assert header.split("\t")[0] == "run"
+    return {int(line.split("\t")[0]): line.split("\t") for line in lines}
 
 
 def replay(stack: Stack, *args: str) -> list[int]:
@@ -103,7 +99,9 @@ def test_replay_failed_narrowed_by_listener_and_since_requeues_only_the_runs_cho
     other_task = new_task_id()
     make_media(replaying.db, task_id=other_task, user_id=make_user(replaying.db))
     assert send(replaying.webhook_url, delivery("B", other_task), replaying.secret).ok
-    thumbnail = wait_until(finished_runs(replaying.db, other_task), 30)["generate_thumbnail"]
+    thumbnail = wait_for(
+        finished_runs(replaying.db, other_task), timeout=30, what="the other runs end"
+    )["generate_thumbnail"]
     assert thumbnail.state == "failed", thumbnail.last_error
     fix(replaying, first.task_id)
     fix(replaying, second.task_id)

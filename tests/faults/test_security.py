@@ -21,13 +21,13 @@ from integration.helpers import (
     make_user,
     new_task_id,
     send,
-    wait_until,
 )
-from integration.procs import Proc, free_port, http_answers, run_cli, wait_for
 from integration.stack import Stack, start_stack
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipeline.dev.procfile import start_process
+from pipeline.dev.procs import free_port, http_answers, wait_for
 from pipeline.models import ListenerRun
 
 pytestmark = pytest.mark.integration
@@ -63,13 +63,12 @@ def nowhere(secure: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def flower(secure: Stack) -> str:
-    """`pipeline flower --port N` against the stack's Redis, with basic auth; its URL."""
+    """The Procfile's `flower` against the stack's Redis, with basic auth; its URL."""
     port = free_port()
-    env = {**secure.env, "FLOWER_BASIC_AUTH": f"ops:{FLOWER_PASSWORD}"}
-    argv = ["pipeline", "flower", "--port", str(port), "--address", "127.0.0.1"]
-    secure.procs["flower"] = proc = Proc("flower", argv, env, secure.logs)
+    env = {**secure.env, "PORT": str(port), "FLOWER_BASIC_AUTH": f"ops:{FLOWER_PASSWORD}"}
+    secure.procs["flower"] = proc = start_process("flower", env, secure.logs, "--address=127.0.0.1")
     url = f"http://127.0.0.1:{port}"
-    wait_for(http_answers(url), "flower", 60, proc)
+    wait_for(http_answers(url), what="flower", timeout=60, proc=proc)
     return url
 
 
@@ -117,11 +116,13 @@ def test_flower_refuses_to_start_without_basic_auth(
     if auth is not None:
         env["FLOWER_BASIC_AUTH"] = auth
     port = free_port()
+    env["PORT"] = str(port)
 
-    done = run_cli(["flower", "--port", str(port)], env, tmp_path, timeout=60)
+    proc = start_process("flower", env, tmp_path, "--address=127.0.0.1")
+    proc.popen.wait(60)
 
-    assert done.returncode != 0
-    assert "FLOWER_BASIC_AUTH is not set (user:password)" in done.stderr
+    assert proc.popen.returncode != 0
+    assert "FLOWER_BASIC_AUTH is not set (user:password)" in proc.log()
     assert http_answers(f"http://127.0.0.1:{port}/")() is None  # nothing listens there
 
 
@@ -151,7 +152,7 @@ def test_flower_shows_each_listeners_task_as_it_runs(secure: Stack, flower: str)
         names = {t["name"] for t in tasks.values() if t["state"] == "SUCCESS"}
         return names if wanted <= names else None
 
-    names = wait_until(succeeded_in_flower, 45, "Flower lists the listeners' tasks")
+    names = wait_for(succeeded_in_flower, timeout=45, what="Flower lists the listeners' tasks")
 
     assert wanted <= names
 
@@ -179,7 +180,7 @@ def test_no_secret_reaches_the_log_of_any_process(
     secure: Stack, rotated: str, nowhere: str, flower: str
 ) -> None:
     drive_every_path(secure, rotated, nowhere)
-    listed = secure.cli("runs", "--limit", "500", env={"COLUMNS": "250"}).stdout
+    listed = secure.cli("runs", "--limit", "500").stdout
 
     logs = {path.name: path.read_text(errors="replace") for path in secure.logs.glob("*.log")}
 
@@ -206,12 +207,12 @@ def drive_every_path(stack: Stack, rotated: str, nowhere: str) -> None:
         make_media(stack.db, task_id=task_id, user_id=make_user(stack.db))
         emulator(stack.emulator_url, "faults", "POST", {"method": "POST", "path": "/jobs", **rule})
         assert send(stack.webhook_url, delivery("B", task_id), stack.secret).ok
-        wait_until(finished_runs(stack.db, task_id), 30, "the runs end")
+        wait_for(finished_runs(stack.db, task_id), timeout=30, what="the runs end")
     body = delivery("C", new_task_id())
     assert send(stack.webhook_url, body, "forged").status_code == 401
     assert send(f"{rotated}/webhooks/ittybit", body, None).status_code == 401
     assert send(f"{nowhere}/webhooks/ittybit", body, stack.secret).status_code == 503
-    wait_until(lambda: all_runs_ended(stack), 30, "every run of the stack ends")
+    wait_for(lambda: all_runs_ended(stack), timeout=30, what="every run of the stack ends")
 
 
 def all_runs_ended(stack: Stack) -> bool:

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from celery import Celery
-from integration.helpers import wait_until
 from integration.stack import Stack
 from sqlalchemy import func, insert, select
 
+from pipeline.dev.procs import wait_for
 from pipeline.listener import task_name
 from pipeline.models import ListenerRun, Media, WebhookEvent
 from pipeline.signing import SIGNATURE_HEADER, sign
@@ -51,8 +51,15 @@ def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def add_media(stack: Stack, task_ids: list[str]) -> None:
-    rows = [{"task_id": t, "kind": "video", "input_url": "https://clippable.test/s.mov",
-             "status": "queued"} for t in task_ids]  # fmt: skip
+    rows = [
+        {
+            "task_id": t,
+            "kind": "video",
+            "input_url": "https://clippable.test/s.mov",
+            "status": "queued",
+        }
+        for t in task_ids
+    ]
     with stack.db.begin() as conn:
         conn.execute(insert(Media), rows)
 
@@ -113,9 +120,13 @@ def send_through_faults(
                 stack.restart_redis()  # empty: every queued and unacked message is gone
             answers.update(pool.map(deliver, bodies[offset : offset + CHUNK]))
             if offset <= KILL_WORKER_AT < offset + CHUNK:
-                wait_until(kill_when, 90, "the moment to kill the worker")
+                wait_for(kill_when, timeout=90, what="the moment to kill the worker")
                 stack.procs["worker"].kill()  # SIGKILL to the worker and its pool at once
-            wait_until(stack.supervising(lambda: unfinished(stack) < WINDOW), 120, "the backlog")
+            wait_for(
+                stack.supervising(lambda: unfinished(stack) < WINDOW),
+                timeout=120,
+                what="the backlog",
+            )
             print(f"{time.monotonic() - started:5.1f}s sent {offset + CHUNK}: {run_states(stack)}")
     return answers, lost_with_redis
 
@@ -135,8 +146,10 @@ def test_five_thousand_webhooks_through_a_worker_kill_and_a_redis_restart_finish
     started = time.monotonic()
     answers, lost_with_redis = send_through_faults(stack, bodies, lambda: probe.starts(sleeper))
     redelivered = redeliver(stack, task_ids[:REDELIVERED])  # runs long done by now
-    wait_until(stack.supervising(lambda: run_states(stack) == expected), 120, "every run ends")
-    wait_until(lambda: stack.redis("LLEN", "celery") == "0", 60, "the queue drains")
+    wait_for(
+        stack.supervising(lambda: run_states(stack) == expected), timeout=120, what="every run ends"
+    )
+    wait_for(lambda: stack.redis("LLEN", "celery") == "0", timeout=60, what="the queue drains")
     time.sleep(2)  # the last messages taken are handled
     took = time.monotonic() - started
 

@@ -9,17 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from integration.helpers import (
-    finished_runs,
-    make_media,
-    new_task_id,
-    runs_for,
-    send,
-    wait_until,
-)
+from integration.helpers import finished_runs, make_media, new_task_id, runs_for, send
 from integration.stack import Stack
 
+from pipeline.dev.procs import wait_for
 from pipeline.models import ListenerRun
+from pipeline.signing import sign
 
 from .probe import Probe
 
@@ -35,7 +30,7 @@ def sorted_runs(runs: dict[str, ListenerRun]) -> list[ListenerRun]:
 @pytest.fixture
 def crashing_web(fault_stack: Stack) -> Iterator[str]:
     """A second gunicorn (same database and broker) whose worker dies after committing a
-    delivery marked `die-after-commit`; its webhook URL."""
+    delivery sent with the X-Die-After-Commit header; its webhook URL."""
     url = fault_stack.start_web("web-crashing", app=CRASHING_APP)
     yield f"{url}/webhooks/ittybit"
     fault_stack.procs.pop("web-crashing").stop()
@@ -47,12 +42,15 @@ def test_a_web_process_killed_after_the_commit_leaves_runs_that_the_relay_delive
     stack = fault_stack
     task_id = new_task_id()
     make_media(stack.db, task_id=task_id, user_id=None)
-    body = probe.delivery(task_id, status="failed", metadata={"test": "die-after-commit"})
+    body = probe.delivery(task_id, status="failed")
+    signed = {"Ittybit-Signature": sign(body, stack.secret), "X-Die-After-Commit": "1"}
 
     with pytest.raises(requests.ConnectionError):
-        send(crashing_web, body, stack.secret)
+        requests.post(crashing_web, data=body, headers=signed, timeout=10)
     stored = runs_for(stack.db, task_id)
-    runs = wait_until(finished_runs(stack.db, task_id), 30, "the relay delivers the runs")
+    runs = wait_for(
+        finished_runs(stack.db, task_id), timeout=30, what="the relay delivers the runs"
+    )
     retry = send(stack.webhook_url, body, stack.secret)  # the sender never got its 200
 
     assert "was sent SIGKILL" in stack.procs["web-crashing"].log()

@@ -5,8 +5,10 @@ run that kills its worker every time ends `failed` instead of looping."""
 from __future__ import annotations
 
 import pytest
-from integration.helpers import finished_runs, make_media, new_task_id, send, wait_until
+from integration.helpers import finished_runs, make_media, new_task_id, send
 from integration.stack import Stack
+
+from pipeline.dev.procs import wait_for
 
 from .probe import Probe
 
@@ -26,7 +28,9 @@ def test_a_worker_child_killed_mid_listener_finishes_the_run_later_with_one_effe
     stack.kill_worker_child(first.pid)
 
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), 30, "the runs end after the crash")
+    runs = wait_for(
+        finished_runs(stack.db, task_id), timeout=30, what="the runs end after the crash"
+    )
     run = runs["probe"]
     assert (run.state, run.attempts) == ("succeeded", 2), run.last_error
     starts = probe.starts(task_id)
@@ -48,7 +52,7 @@ def test_a_run_that_kills_its_worker_every_time_ends_failed_after_its_attempts(
     answer = send(stack.webhook_url, body, stack.secret)
 
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), 60, "the probe's run gives up")
+    runs = wait_for(finished_runs(stack.db, task_id), timeout=60, what="the probe's run gives up")
     run = runs["probe"]
     limit = 1 + 2  # the probe's policy: max_retries=2
     assert run.state == "failed"

@@ -14,6 +14,7 @@ import requests
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from pipeline.dev.procs import wait_for as wait_for  # the one poll loop
 from pipeline.models import ListenerRun, Media, Notification, User, WebhookEvent
 from pipeline.signing import SIGNATURE_HEADER, sign
 
@@ -46,18 +47,6 @@ def timed_send(
     return answer, time.monotonic() - started
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """Poll `predicate` every 0.1 s until it is truthy; its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout:g}s: {what or predicate!r}")
-        time.sleep(0.1)
-
-
 def new_task_id() -> str:
     return f"task_{secrets.token_hex(8)}"
 
@@ -79,9 +68,15 @@ def delivery(
     if error is not None:
         task["error"] = error
     if shape == "A":
-        task.update(object="task", status="completed" if status == "succeeded" else status,
-                    results={}, project_id="proj_it", created=now.isoformat(),
-                    completed=now.isoformat(), output=out)  # fmt: skip
+        task.update(
+            object="task",
+            status="completed" if status == "succeeded" else status,
+            results={},
+            project_id="proj_it",
+            created=now.isoformat(),
+            completed=now.isoformat(),
+            output=out,
+        )
         return json.dumps(task).encode()
     millis = int(now.timestamp() * 1000)
     task.update(status=status, created_at=millis, completed_at=millis)

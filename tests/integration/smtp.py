@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from aiosmtpd.controller import Controller
 
-from .procs import free_port
+from pipeline.dev.procs import free_port
 
 
 @dataclass(frozen=True)

@@ -20,32 +20,18 @@ from urllib.parse import urlsplit
 import psycopg
 from sqlalchemy import Engine, create_engine, text
 
-from .procs import (
-    WEB_APP,
-    Proc,
-    free_port,
-    http_answers,
-    run_cli,
-    start_emulator,
-    start_gunicorn,
-    start_redis,
-    start_relay,
-    start_worker,
-    wait_for,
-    worker_ready,
-)
+from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for, worker_ready
+from pipeline.settings import ENVIRONMENT
+
+from .procs import run_cli, start_emulator, start_gunicorn, start_relay, start_worker
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
-# Variables of ours that must not leak from the developer's shell into the stack.
-OURS = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SMTP_URL", "PUBLIC_URL",
-    "ITTYBIT_WEBHOOK_SECRET", "ITTYBIT_API_KEY", "ITTYBIT_API_URL", "PIPELINE_VAR_DIR",
-    "RUN_LEASE_SECONDS", "TASK_TIME_LIMIT", "REDELIVER_AFTER", "RELAY_INTERVAL",
-    "BROKER_VISIBILITY_TIMEOUT",
-)  # fmt: skip
+# Variables that must not leak from the developer's shell into a stack: every one
+# Settings reads, and those of the Procfile and of gunicorn.
+OURS = (*ENVIRONMENT, "DYNO", "PORT", "WEB_CONCURRENCY", "WORKER_CONCURRENCY", "GUNICORN_CMD_ARGS")
 # Timings for fault stacks: a task past its hard limit (4 s) is killed, its run taken back
 # when the lease (6 s) runs out; a run published but never claimed is re-published 2 s
 # after it fell due; the relay looks twice a second.
@@ -126,8 +112,11 @@ class Stack:
         """`redis-cli -p <our port> ARGS...`; what it printed."""
         done = subprocess.run(
             ["redis-cli", "-p", str(self.redis_port), *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return done.stdout.strip()
 
     def stop_redis(self) -> None:
@@ -197,7 +186,7 @@ class Stack:
         proc = proc.again() if proc is not None else start_worker(self.env, self.logs)
         self.procs["worker"] = proc
         if wait:
-            wait_for(worker_ready(proc), "the worker", 60, proc)
+            wait_for(worker_ready(proc), what="the worker", timeout=60, proc=proc)
         return proc
 
     def restart(self, name: str, wait: bool = True) -> Proc:
@@ -208,15 +197,20 @@ class Stack:
             return self.start_worker(wait)
         self.procs[name] = old.again()
         if wait and name == "web":
-            wait_for(http_answers(f"{self.web_url}/healthz"), "gunicorn", 30, self.procs[name])
+            wait_for(
+                http_answers(f"{self.web_url}/healthz"),
+                what="gunicorn",
+                timeout=30,
+                proc=self.procs[name],
+            )
         return self.procs[name]
 
-    def start_web(self, name: str, app: str = WEB_APP, **env: str) -> str:
+    def start_web(self, name: str, app: str = "", **env: str) -> str:
         """Another gunicorn on a free port (same database and broker); its base URL."""
         port = free_port()
-        self.procs[name] = start_gunicorn({**self.env, **env}, self.logs, port, name, app)
+        self.procs[name] = start_gunicorn({**self.env, **env}, self.logs, port, name, app=app)
         url = f"http://127.0.0.1:{port}"
-        wait_for(http_answers(f"{url}/healthz"), name, 30, self.procs[name])
+        wait_for(http_answers(f"{url}/healthz"), what=name, timeout=30, proc=self.procs[name])
         return url
 
     def supervise(self) -> list[str]:
@@ -229,7 +223,7 @@ class Stack:
         return dead
 
     def supervising(self, check: Callable[[], T]) -> Callable[[], T]:
-        """`check` for wait_until, restarting dead processes before each look."""
+        """`check` for wait_for, restarting dead processes before each look."""
 
         def supervised() -> T:
             self.supervise()
@@ -244,7 +238,12 @@ class Stack:
         self.start_redis()
         self.supervise()
         if "worker" in self.procs:
-            wait_for(worker_ready(self.procs["worker"]), "the worker", 60, self.procs["worker"])
+            wait_for(
+                worker_ready(self.procs["worker"]),
+                what="the worker",
+                timeout=60,
+                proc=self.procs["worker"],
+            )
 
     def stop(self) -> None:
         """Stop the processes by pid (worker first: it finishes its task), drop the database."""
@@ -326,9 +325,14 @@ def _start(
         )
     stack.env.update(extra)
     stack.procs["emulator"] = start_emulator(
-        stack.env, stack.logs, emulator_port, api_key=api_key, secret=stack.secret,
-        shape="B", delay="0.2",
-    )  # fmt: skip
+        stack.env,
+        stack.logs,
+        emulator_port,
+        api_key=api_key,
+        secret=stack.secret,
+        shape="B",
+        delay="0.2",
+    )
     upgraded = stack.cli("db", "upgrade")
     if upgraded.returncode != 0:
         raise RuntimeError(f"pipeline db upgrade failed:\n{upgraded.stdout}{upgraded.stderr}")
@@ -336,10 +340,22 @@ def _start(
     stack.procs["web"] = start_gunicorn(stack.env, stack.logs, web_port)
     stack.procs["worker"] = start_worker(stack.env, stack.logs, concurrency=concurrency)
     status, health = wait_for(
-        http_answers(f"{stack.web_url}/healthz"), "gunicorn", 30, stack.procs["web"]
+        http_answers(f"{stack.web_url}/healthz"),
+        what="gunicorn",
+        timeout=30,
+        proc=stack.procs["web"],
     )
     if status != 200:
         raise RuntimeError(f"/healthz answered {status}: {health}")
-    wait_for(http_answers(f"{stack.emulator_url}/_emulator/requests"), "the emulator", 30,
-             stack.procs["emulator"])  # fmt: skip
-    wait_for(worker_ready(stack.procs["worker"]), "the worker", 60, stack.procs["worker"])
+    wait_for(
+        http_answers(f"{stack.emulator_url}/_emulator/requests"),
+        what="the emulator",
+        timeout=30,
+        proc=stack.procs["emulator"],
+    )
+    wait_for(
+        worker_ready(stack.procs["worker"]),
+        what="the worker",
+        timeout=60,
+        proc=stack.procs["worker"],
+    )

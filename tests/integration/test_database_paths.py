@@ -5,6 +5,9 @@ noticing. And the models agree with the migrations (`alembic check`)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -214,3 +217,29 @@ def test_a_database_that_cannot_be_reached_is_unavailable_not_a_crash(tmp_path: 
 
 def test_the_models_and_the_migrations_describe_the_same_schema(database_url: str) -> None:
     command.check(alembic_config(database_url))  # raises if autogenerate finds a difference
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresqls_own_lock_timeout_ends_a_write_stuck_behind_a_lock(database_url: str) -> None:
+    """Outside the main thread no SIGALRM is armed: the server's lock_timeout alone ends
+    the wait, within the web engine's write timeout."""
+    web = make_engine(database_url, pool_pre_ping=False, timeout=0.5)
+    holder = make_engine(database_url)
+    outcome: list[float] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        with contextlib.suppress(DatabaseUnavailable):
+            receive(web, REGISTRY, body("task_9"), 60, 0.5)
+            return
+        outcome.append(time.monotonic() - started)
+
+    with holder.connect() as conn:
+        conn.execute(text("LOCK TABLE webhook_events IN EXCLUSIVE MODE"))
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(10)
+        conn.rollback()
+    web.dispose()
+    holder.dispose()
+    assert len(outcome) == 1 and outcome[0] < 1.5, outcome

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from pipeline.dev.procs import wait_for
 from pipeline.models import ListenerRun
 
 from .helpers import (
@@ -23,7 +24,6 @@ from .helpers import (
     jobs_requested,
     notifications,
     runs_for,
-    wait_until,
 )
 from .smtp import Inbox, Received
 from .stack import BACKENDS, Stack, start_stack
@@ -112,7 +112,7 @@ def test_a_submitted_video_completes_makes_one_thumbnail_and_emails_its_owner_on
 
     media_id, job_id = submit(stack, email)
 
-    wait_until(lambda: cycle_done(stack, media_id, job_id), what="the full cycle ends")
+    wait_for(lambda: cycle_done(stack, media_id, job_id), what="the full cycle ends")
     assert states(runs_for(stack.db, job_id)) == dict.fromkeys(VIDEO_LISTENERS, "succeeded")
     media = get_media(stack.db, media_id)
     video = emulated_job(stack.emulator_url, job_id)
@@ -139,7 +139,7 @@ def test_a_failing_job_fails_its_media_and_starts_no_thumbnail_notification_or_e
 
     media_id, job_id = submit(stack, email, f"emulator.fail={reason}")
 
-    runs = wait_until(finished_runs(stack.db, job_id), what="the failure's runs end")
+    runs = wait_for(finished_runs(stack.db, job_id), what="the failure's runs end")
     assert {name: run.state for name, run in runs.items()} == {"update_media_record": "succeeded"}
     media = get_media(stack.db, media_id)
     assert (media.status, media.error) == ("failed", reason)
@@ -157,12 +157,14 @@ def test_a_delivery_failing_three_times_is_retried_until_it_lands_and_completes_
 
     media_id, job_id = submit(stack, email, "emulator.delivery_failures=3")
 
-    wait_until(lambda: cycle_done(stack, media_id, job_id), what="the full cycle ends")
+    wait_for(lambda: cycle_done(stack, media_id, job_id), what="the full cycle ends")
     attempts = emulator(stack.emulator_url, f"deliveries?job_id={job_id}")
     assert [(a["attempt"], a["status"], a["outcome"]) for a in attempts] == [
-        (1, None, "retrying"), (2, None, "retrying"), (3, None, "retrying"),
+        (1, None, "retrying"),
+        (2, None, "retrying"),
+        (3, None, "retrying"),
         (4, 200, "delivered"),
-    ]  # fmt: skip
+    ]
     assert all("delivery_failures" in a["error"] for a in attempts[:3])
     [event] = events_for(stack.db, job_id)
     assert event.status == "succeeded"
@@ -194,7 +196,7 @@ def test_with_the_mail_server_down_notify_user_retries_and_emails_once_it_is_bac
     try:
         media_id, job_id = submit(stack, email)
 
-        notify = wait_until(
+        notify = wait_for(
             lambda: notify_retrying_after_the_rest(stack, job_id),
             what="notify_user retrying after the other listeners ended",
         )
@@ -207,7 +209,7 @@ def test_with_the_mail_server_down_notify_user_retries_and_emails_once_it_is_bac
         e2e.inbox.start()
 
     # The run's own backoff (2.5 to 5 s for the first retry) brings it back; nothing else.
-    wait_until(lambda: cycle_done(stack, media_id, job_id), what="the cycle ends after the retry")
+    wait_for(lambda: cycle_done(stack, media_id, job_id), what="the cycle ends after the retry")
     runs = {run.listener: run for run in runs_for(stack.db, job_id)}
     assert {name: run.state for name, run in runs.items()} == dict.fromkeys(
         VIDEO_LISTENERS, "succeeded"

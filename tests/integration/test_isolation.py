@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.dev.procs import wait_for
+
 from .helpers import (
     delivery,
     emulator,
@@ -17,7 +19,6 @@ from .helpers import (
     new_task_id,
     notifications,
     send,
-    wait_until,
 )
 from .stack import Stack
 
@@ -44,7 +45,7 @@ def test_a_thumbnail_rejected_by_ittybit_fails_alone_and_the_other_listeners_run
     answer = send(stack.webhook_url, delivery("B", task_id), stack.secret)
 
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), what="every run ends")
+    runs = wait_for(finished_runs(stack.db, task_id), what="every run ends")
     thumbnail = runs["generate_thumbnail"]
     assert (thumbnail.state, thumbnail.attempts) == ("failed", 1)
     assert jobs_rejected in (thumbnail.last_error or "")

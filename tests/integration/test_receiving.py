@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for
+
 from .helpers import (
     delivery,
     events_for,
@@ -22,9 +24,8 @@ from .helpers import (
     new_task_id,
     runs_for,
     send,
-    wait_until,
 )
-from .procs import Proc, free_port, http_answers, start_gunicorn, start_redis, wait_for
+from .procs import start_gunicorn
 from .stack import Stack, pipeline_env
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def test_a_repeated_delivery_answers_duplicate_and_runs_nothing_again(stack: Sta
     body = delivery("B", task_id)
 
     first = send(stack.webhook_url, body, stack.secret)
-    runs = wait_until(finished_runs(stack.db, task_id), what="the first delivery's runs end")
+    runs = wait_for(finished_runs(stack.db, task_id), what="the first delivery's runs end")
     second = send(stack.webhook_url, body, stack.secret)
 
     assert first.status_code == 200 and first.json()["status"] == "accepted", first.text
@@ -72,7 +73,7 @@ def test_twenty_copies_at_the_same_instant_store_one_event_and_one_run_per_liste
     assert statuses == {"accepted": 1, "duplicate": COPIES - 1}
     assert len({a.json()["event_id"] for a in answers}) == 1
     [accepted] = [a.json() for a in answers if a.json()["status"] == "accepted"]
-    wait_until(finished_runs(stack.db, task_id), what="the runs end")
+    wait_for(finished_runs(stack.db, task_id), what="the runs end")
     [event] = events_for(stack.db, task_id)
     runs = runs_for(stack.db, task_id)
     assert Counter(run.listener for run in runs) == Counter(r["listener"] for r in accepted["runs"])
@@ -109,7 +110,12 @@ def web_without_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
     procs: list[Proc] = [redis]
     try:
         procs.append(start_gunicorn(env, tmp_path, port, name="web-nodb"))
-        wait_for(http_answers(f"http://127.0.0.1:{port}/healthz"), "gunicorn", 30, procs[-1])
+        wait_for(
+            http_answers(f"http://127.0.0.1:{port}/healthz"),
+            what="gunicorn",
+            timeout=30,
+            proc=procs[-1],
+        )
         yield f"http://127.0.0.1:{port}", secret
     finally:
         for proc in reversed(procs):

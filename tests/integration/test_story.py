@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipeline.dev.procs import wait_for
 from pipeline.models import Media, User
 
 from .helpers import (
@@ -25,7 +26,6 @@ from .helpers import (
     notifications,
     runs_for,
     send,
-    wait_until,
 )
 from .stack import Stack
 
@@ -74,7 +74,7 @@ def test_a_finished_video_completes_its_media_makes_one_thumbnail_and_notifies_o
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "accepted"
     assert {run["listener"] for run in answer.json()["runs"]} == EVERY_LISTENER
-    runs = wait_until(finished_runs(stack.db, task_id), what="the video's runs end")
+    runs = wait_for(finished_runs(stack.db, task_id), what="the video's runs end")
     assert {name: run.state for name, run in runs.items()} == dict.fromkeys(
         EVERY_LISTENER, "succeeded"
     )
@@ -82,10 +82,13 @@ def test_a_finished_video_completes_its_media_makes_one_thumbnail_and_notifies_o
     media = get_media(stack.db, media_id)
     assert media.status == "completed"
     assert (media.output_url, media.duration, media.width, media.height) == (
-        OUTPUT["url"], OUTPUT["duration"], OUTPUT["width"], OUTPUT["height"],
-    )  # fmt: skip
+        OUTPUT["url"],
+        OUTPUT["duration"],
+        OUTPUT["width"],
+        OUTPUT["height"],
+    )
     assert (media.format, media.size) == (OUTPUT["format"], OUTPUT["size"])
-    wait_until(lambda: thumbnail_done(stack, media_id), what="the thumbnail URL is stored")
+    wait_for(lambda: thumbnail_done(stack, media_id), what="the thumbnail URL is stored")
     assert_one_thumbnail_job(stack, media_id, OUTPUT["url"])
     [note] = notifications(stack.db, media_id)
     assert note.user_id == user_id and note.kind == "media_ready"
@@ -102,7 +105,7 @@ def test_a_failed_video_marks_its_media_failed_and_starts_nothing_else(stack: St
     )
 
     assert answer.status_code == 200, answer.text
-    runs = wait_until(finished_runs(stack.db, task_id), what="the failure's runs end")
+    runs = wait_for(finished_runs(stack.db, task_id), what="the failure's runs end")
     assert {name: run.state for name, run in runs.items()} == {"update_media_record": "succeeded"}
     media = get_media(stack.db, media_id)
     assert (media.status, media.error) == ("failed", reason)
@@ -131,12 +134,14 @@ def test_pipeline_submit_creates_the_media_and_its_job_and_the_delivery_complete
         owner = session.scalars(select(User).where(User.email == email)).one()
         assert (media.task_id, media.kind, media.user_id) == (job_id, "video", owner.id)
     # The emulator finishes the job and delivers it to our gunicorn; the listeners do the rest.
-    wait_until(lambda: thumbnail_done(stack, media_id), what="the full cycle ends")
+    wait_for(lambda: thumbnail_done(stack, media_id), what="the full cycle ends")
     media = get_media(stack.db, media_id)
     video = emulated_job(stack.emulator_url, job_id)
     assert media.status == "completed"
     assert (media.output_url, media.width, media.size) == (
-        video["output"]["url"], video["output"]["width"], video["output"]["size"],
-    )  # fmt: skip
+        video["output"]["url"],
+        video["output"]["width"],
+        video["output"]["size"],
+    )
     assert_one_thumbnail_job(stack, media_id, video["output"]["url"])
     assert len(notifications(stack.db, media_id)) == 1

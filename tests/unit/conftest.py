@@ -1,10 +1,10 @@
-"""Fixtures for the unit suite: a real SQLite file per test, settings built directly,
-row factories, and a loopback HTTP server playing Ittybit."""
+"""Fixtures for the in-process suite (tests/unit): a real SQLite file per test, settings
+built directly, row factories, and loopback HTTP servers playing Ittybit. Nothing here
+starts a process or needs a server installed: this is the fast loop (`dev.py test --unit`)."""
 
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from pipeline.db import make_engine, make_sessionmaker
-from pipeline.emulator import create_app as emulator_app
-from pipeline.emulator import emulator_of
-from pipeline.emulator.jobs import EmulatorConfig
+from pipeline.dev.emulator import create_app as emulator_app
+from pipeline.dev.emulator import emulator_of
+from pipeline.dev.emulator.jobs import EmulatorConfig
+from pipeline.dev.procs import serving
 from pipeline.migrate import upgrade
 from pipeline.models import Media, User
 from pipeline.settings import Settings
@@ -94,7 +94,8 @@ def make_media(session: Session) -> Callable[..., Media]:
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions["pipeline"].engine.dispose()
+    if "engine" in app.extensions["pipeline"].__dict__:
+        app.extensions["pipeline"].engine.dispose()
 
 
 @pytest.fixture
@@ -115,12 +116,6 @@ def emulator() -> Iterator[tuple[str, Flask]]:
     Jobs take an hour to finish, so no webhook leaves it during a test.
     """
     app = emulator_app(EmulatorConfig(secret=SECRET, api_key=API_KEY, delay=3600.0))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield url, app
     emulator_of(app).close()

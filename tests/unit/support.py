@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,13 +13,6 @@ from typing import Any
 SECRET = "whsec_unit_test_secret"
 API_KEY = "ittybit_unit_test_key"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -51,7 +43,10 @@ class Recorded:
 class FakeIttybit:
     """Records every request; answers scripted replies first, then creates jobs.
 
-    Like Ittybit, a repeated Idempotency-Key returns the job first created with it.
+    Like Ittybit, a repeated Idempotency-Key returns the job first created with it. Kept
+    beside the emulator for what the emulator does not do: byte-level replies (bodies
+    that are not JSON, a wrong type, a slow answer) and the client port of each request
+    (to count TCP connections).
     """
 
     def __init__(self) -> None:

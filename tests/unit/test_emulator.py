@@ -17,13 +17,14 @@ import pytest
 import requests
 from flask import Flask
 
-from pipeline.emulator import create_app, emulator_of
-from pipeline.emulator.jobs import EmulatorConfig
+from pipeline.dev.emulator import create_app, emulator_of
+from pipeline.dev.emulator.jobs import EmulatorConfig
+from pipeline.dev.procs import free_port, serving, wait_for
 from pipeline.events import parse
 from pipeline.signing import SIGNATURE_HEADER, verify
 
-from .loopback import Receiver, serving, wait_until
-from .support import API_KEY, SECRET, free_port
+from .loopback import Receiver
+from .support import API_KEY, SECRET
 
 VIDEO = {"input": "https://clippable-app.com/projects/edit-1.mov", "kind": "video"}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -45,8 +46,9 @@ class Emu:
         return data
 
     def finished(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = wait_until(
-            lambda: (j := self.job(job_id))["status"] in ("succeeded", "failed") and j
+        job: dict[str, Any] = wait_for(
+            lambda: (j := self.job(job_id))["status"] in ("succeeded", "failed") and j,
+            what=f"job {job_id} ends",
         )
         return job
 
@@ -60,8 +62,9 @@ class Emu:
 
     def settled(self, job_id: str) -> list[dict[str, Any]]:
         """The job's delivery log once its last delivery stopped retrying."""
-        entries: list[dict[str, Any]] = wait_until(
-            lambda: (log := self.deliveries(job_id)) and log[-1]["outcome"] != "retrying" and log
+        entries: list[dict[str, Any]] = wait_for(
+            lambda: (log := self.deliveries(job_id)) and log[-1]["outcome"] != "retrying" and log,
+            what=f"job {job_id}'s deliveries stop retrying",
         )
         return entries
 
@@ -193,7 +196,10 @@ def test_a_job_moves_from_queued_through_processing_to_succeeded() -> None:
         emu = Emu(url)
         job_id = emu.post(VIDEO).json()["id"]
         assert emu.job(job_id)["status"] == "queued"
-        processing = wait_until(lambda: (j := emu.job(job_id))["status"] == "processing" and j)
+        processing = wait_for(
+            lambda: (j := emu.job(job_id))["status"] == "processing" and j,
+            what="the job is processing",
+        )
         assert processing["started_at"] and processing["output"] is None
         done = emu.finished(job_id)
     emulator_of(app).close()
@@ -254,7 +260,7 @@ def test_a_delivery_is_signed_and_parses_into_the_jobs_event(
     body = hook(receiver, metadata={"media_id": 41}, options={"emulator": {"shape": shape}})
     job_id = emu.post(body).json()["id"]
     job = emu.finished(job_id)
-    (delivered,) = wait_until(lambda: receiver.received)
+    (delivered,) = wait_for(lambda: receiver.received, what="a delivery arrives")
     verify(delivered.body, delivered.headers[SIGNATURE_HEADER], [SECRET])
     event = parse(delivered.body)
     assert (event.shape, event.task_id, event.status) == (shape, job_id, "succeeded")
@@ -267,7 +273,7 @@ def test_a_delivery_is_signed_and_parses_into_the_jobs_event(
 
 def test_a_failed_jobs_delivery_carries_the_error(emu: Emu, receiver: Receiver) -> None:
     emu.post(hook(receiver, options={"emulator": {"fail": "codec unsupported"}}))
-    (delivered,) = wait_until(lambda: receiver.received)
+    (delivered,) = wait_for(lambda: receiver.received, what="a delivery arrives")
     event = parse(delivered.body)
     assert (event.status, event.error, event.output) == ("failed", "codec unsupported", None)
 
@@ -276,7 +282,7 @@ def test_deliveries_use_the_configured_default_shape(receiver: Receiver) -> None
     app = create_app(EmulatorConfig(secret=SECRET, shape="C", delay=0))
     with serving(app) as url:
         Emu(url).post(hook(receiver))
-        (delivered,) = wait_until(lambda: receiver.received)
+        (delivered,) = wait_for(lambda: receiver.received, what="a delivery arrives")
     emulator_of(app).close()
     assert parse(delivered.body).shape == "C"
 
@@ -286,7 +292,7 @@ def test_the_processing_status_is_delivered_only_when_asked(emu: Emu, receiver: 
     chatty = emu.post(hook(receiver, options={"emulator": {"processing_webhook": True}}))
     chatty_id = chatty.json()["id"]
     emu.finished(chatty_id)
-    wait_until(lambda: len(receiver.received) == 3)
+    wait_for(lambda: len(receiver.received) == 3, what="three deliveries arrive")
     events = [parse(r.body) for r in receiver.received]
     assert sorted(e.status for e in events if e.task_id == chatty_id) == ["processing", "succeeded"]
     assert [e.status for e in events if e.task_id == quiet] == ["succeeded"]

@@ -279,9 +279,23 @@ _json = st.recursive(
     max_leaves=12,
 )
 _keys = st.sampled_from(
-    ["id", "object", "status", "kind", "data", "output", "outputs", "metadata", "error",
-     "created_at", "completed_at", "created", "completed", "results"]
-)  # fmt: skip
+    [
+        "id",
+        "object",
+        "status",
+        "kind",
+        "data",
+        "output",
+        "outputs",
+        "metadata",
+        "error",
+        "created_at",
+        "completed_at",
+        "created",
+        "completed",
+        "results",
+    ]
+)
 _webhookish = st.dictionaries(_keys, _json | st.just("event") | st.just("succeeded"), max_size=8)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,15 +13,16 @@ from flask import Flask
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.app.ittybit import IttybitClient
+from pipeline.dev.procs import free_port
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.ingest import receive
-from pipeline.ittybit import IttybitClient
+from pipeline.inbox import receive
 from pipeline.models import ListenerRun, Media, Notification
 from pipeline.registry import discover
 from pipeline.runner import Outcome, Runner
 from pipeline.settings import Settings
 
-from .support import API_KEY, FakeIttybit, Reply, free_port
+from .support import API_KEY, FakeIttybit, Reply
 
 Deliver = Callable[..., dict[str, int]]
 Execute = Callable[[dict[str, int], str], Outcome]
@@ -303,7 +305,7 @@ def thumbnail_runner(
     settings: Settings, engine: Engine, emulator: tuple[str, Flask]
 ) -> tuple[Runner, str]:
     url, _ = emulator
-    return Runner(settings.replace(ittybit_api_url=url), engine, discover()), url
+    return Runner(dataclasses.replace(settings, ittybit_api_url=url), engine, discover()), url
 
 
 def test_runs_in_one_process_reuse_one_connection_to_ittybit(
@@ -313,7 +315,7 @@ def test_runs_in_one_process_reuse_one_connection_to_ittybit(
     make_media: Callable[..., Media],
     ittybit: FakeIttybit,
 ) -> None:
-    runner = Runner(settings.replace(ittybit_api_url=ittybit.url), engine, discover())
+    runner = Runner(dataclasses.replace(settings, ittybit_api_url=ittybit.url), engine, discover())
     for n in (1, 2):
         make_media(task_id=f"task_reuse_{n}")
         runs = deliver(video(f"task_reuse_{n}"))

@@ -14,10 +14,11 @@ from sqlalchemy import Engine, select
 
 from pipeline.errors import ConfigError
 from pipeline.events import Event
-from pipeline.ingest import receive
+from pipeline.inbox import receive
 from pipeline.listener import Context, Listener, RetryPolicy
 from pipeline.models import ListenerRun
 from pipeline.registry import Registry, discover
+from pipeline.settings import Settings
 
 MakePackage = Callable[[dict[str, str]], str]
 
@@ -97,7 +98,17 @@ def test_private_modules_abstract_bases_and_imported_classes_are_not_registered(
     assert [li.name for li in discover(package)] == ["archive", "share"]
 
 
-def test_a_declared_name_overrides_the_class_name(make_package: MakePackage) -> None:
+def test_a_listener_is_named_after_its_module_so_renaming_its_class_changes_nothing(
+    make_package: MakePackage,
+) -> None:
+    before = make_package({"tag_media": listener_module("TagMedia")})
+    after = make_package({"tag_media": listener_module("LabelMediaForReview")})
+
+    assert [li.name for li in discover(before)] == [li.name for li in discover(after)]
+    assert discover(after).get("tag_media").task_name == "listeners.tag_media"
+
+
+def test_a_declared_name_overrides_the_modules_name(make_package: MakePackage) -> None:
     package = make_package({"x": listener_module("Anything", body='name = "custom_name"')})
     assert [li.name for li in discover(package)] == ["custom_name"]
 
@@ -145,9 +156,30 @@ def test_an_invalid_retry_policy_is_a_config_error(make_package: MakePackage) ->
 def test_a_module_that_fails_to_import_is_a_config_error_naming_it(
     make_package: MakePackage,
 ) -> None:
-    package = make_package({"broken": "import a_module_that_does_not_exist\n"})
-    with pytest.raises(ConfigError, match=f"{package}.broken failed to import"):
+    package = make_package({"broken": "import os\nimport a_module_that_does_not_exist\n"})
+    with pytest.raises(ConfigError) as caught:
         discover(package)
+    message = caught.value.message
+    assert message.startswith(f"listener module {package}.broken failed to import: ")
+    assert "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'" in message
+    assert message.endswith(f"{package}/broken.py:2)") and "\n" not in message
+
+
+def test_a_listener_requiring_a_variable_settings_do_not_know_is_a_config_error(
+    make_package: MakePackage,
+) -> None:
+    body = 'requires = ("ITTYBIT_API_KEY", "ITTYBIT_APIKEY")'
+    package = make_package({"needy": listener_module("Needy", body=body)})
+    with pytest.raises(ConfigError, match=r"requires unknown variable.* ITTYBIT_APIKEY$"):
+        discover(package)
+
+
+def test_requirements_name_each_unset_variable_and_who_needs_it() -> None:
+    registry = discover()
+    registry.check_requirements(Settings(ittybit_api_key="k", public_url="https://x.test"))
+    with pytest.raises(ConfigError) as caught:
+        registry.check_requirements(Settings(ittybit_api_key="k"))
+    assert caught.value.message == "not set: PUBLIC_URL (needed by generate_thumbnail)"
 
 
 def test_an_unknown_listener_name_is_a_config_error() -> None:
@@ -166,6 +198,7 @@ def test_describe_wants_is_the_first_line_of_the_docstring() -> None:
 
 
 class Picky(Listener):
+    name = "picky"  # several listeners in one test module: each says its name
     retry = RetryPolicy(max_retries=1)
 
     def wants(self, event: Event) -> bool:
@@ -176,11 +209,15 @@ class Picky(Listener):
 
 
 class Eager(Listener):
+    name = "eager"
+
     def handle(self, event: Event, ctx: Context) -> dict[str, Any] | None:
         return None
 
 
 class Uninterested(Listener):
+    name = "uninterested"
+
     def wants(self, event: Event) -> bool:
         return False
 

@@ -7,9 +7,8 @@ from uuid import uuid4
 
 from sqlalchemy import Engine, insert, select, update
 
-from pipeline.dispatch import Publisher
 from pipeline.models import ListenerRun, WebhookEvent, utcnow
-from pipeline.relay import relay_once, replay
+from pipeline.outbox import Publisher, relay_once, replay
 from pipeline.runtime import create_celery
 from pipeline.settings import Settings
 

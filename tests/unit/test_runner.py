@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.app.media import find_media
 from pipeline.errors import PermanentError, RetryableError, Skip
 from pipeline.events import Event
-from pipeline.ingest import receive
+from pipeline.inbox import receive
 from pipeline.listener import Context, Listener, RetryPolicy
-from pipeline.media import find_media
 from pipeline.models import ListenerRun, User, utcnow
 from pipeline.registry import Registry
 from pipeline.runner import Runner
@@ -27,6 +27,7 @@ POLICY = RetryPolicy(max_retries=2, backoff_base=1.0, backoff_cap=30.0)
 class Writer(Listener):
     """Writes a user row named after the task."""
 
+    name = "writer"
     retry = POLICY
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -37,6 +38,7 @@ class Writer(Listener):
 
 
 class Flaky(Listener):
+    name = "flaky"
     retry = POLICY
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -46,6 +48,7 @@ class Flaky(Listener):
 
 
 class SlowDown(Listener):
+    name = "slow_down"
     retry = POLICY
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -53,6 +56,7 @@ class SlowDown(Listener):
 
 
 class Refused(Listener):
+    name = "refused"
     retry = POLICY
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -62,6 +66,7 @@ class Refused(Listener):
 
 
 class Buggy(Listener):
+    name = "buggy"
     retry = POLICY
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -69,6 +74,7 @@ class Buggy(Listener):
 
 
 class NeedsMedia(Listener):
+    name = "needs_media"
     retry = RetryPolicy(max_retries=6, backoff_base=1.0, backoff_cap=60.0)
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
@@ -77,12 +83,16 @@ class NeedsMedia(Listener):
 
 
 class NothingToDo(Listener):
+    name = "nothing_to_do"
+
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
         raise Skip("media 9 has no owner to notify")
 
 
 class Overtaken(Listener):
     """Calls out (no lock held); meanwhile another worker takes the run over."""
+
+    name = "overtaken"
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
         with ctx.outside_transaction():
@@ -156,7 +166,7 @@ def test_a_finished_run_is_not_claimed(
 ) -> None:
     run_id = run_of("writer")
     set_run(engine, run_id, state=state, attempts=1)
-    assert runner.execute(run_id).state == "not_claimed"
+    assert runner.execute(run_id).state is None
     run = load(engine, run_id)
     assert (run.state, run.attempts) == (state, 1)
     assert users(engine) == []
@@ -168,7 +178,7 @@ def test_a_running_run_with_a_live_lease_is_not_claimed(
     run_id = run_of("writer")
     live = utcnow() + timedelta(minutes=1)
     set_run(engine, run_id, state="running", attempts=1, lease_expires_at=live)
-    assert runner.execute(run_id).state == "not_claimed"
+    assert runner.execute(run_id).state is None
     assert load(engine, run_id).attempts == 1
     assert users(engine) == []
 
@@ -185,7 +195,7 @@ def test_a_running_run_whose_lease_expired_is_claimed_again(
 
 
 def test_an_unknown_run_id_is_not_claimed(runner: Runner) -> None:
-    assert runner.execute(987654).state == "not_claimed"
+    assert runner.execute(987654).state is None
 
 
 # --- outcomes --------------------------------------------------------------------------------
@@ -233,7 +243,7 @@ def test_retries_run_out_after_max_retries_and_the_run_fails(
     assert run.last_error is not None
     assert run.last_error.startswith("after 3 attempts: RetryableError: Ittybit 503")
     assert run.finished_at is not None
-    assert runner.execute(run_id).state == "not_claimed"
+    assert runner.execute(run_id).state is None
 
 
 def test_retry_after_from_the_error_overrides_the_backoff(
@@ -288,7 +298,7 @@ def test_media_not_yet_known_retries_briefly_then_ends_skipped(
     run_id = run_of("needs_media")
     states = [runner.execute(run_id).state for _ in range(6)]
     # MediaNotYetKnown narrows the listener's 6 retries to 4, then ends `skipped`.
-    assert states == ["retrying"] * 4 + ["skipped", "not_claimed"]
+    assert states == ["retrying"] * 4 + ["skipped", None]
     run = load(engine, run_id)
     assert (run.state, run.attempts) == ("skipped", 5)
     assert "no media for task 'task_run_1'" in (run.last_error or "")
@@ -326,7 +336,7 @@ def test_a_run_taken_over_meanwhile_loses_its_lease_and_its_writes(
 ) -> None:
     run_id = run_of("overtaken")
     outcome = runner.execute(run_id)
-    assert outcome.state == "lost_lease"
+    assert outcome.state is None and "taken over" in outcome.detail
     run = load(engine, run_id)
     assert (run.state, run.attempts) == ("running", 2)  # the new holder's claim stands
     assert run.result is None

@@ -10,12 +10,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
+from pipeline.dev.procs import free_port
+from pipeline.dev.samples import SAMPLES, SHAPES, sample
 from pipeline.events import parse
-from pipeline.samples import SAMPLES, SHAPES, sample
 from pipeline.signing import SIGNATURE_HEADER, sign, verify
 
 from .loopback import Receiver
-from .support import SECRET, free_port
+from .support import SECRET
 
 NOW_MS = 1_775_212_274_000
 

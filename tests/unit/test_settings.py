@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.runtime import create_celery
 from pipeline.settings import Settings
 
 
@@ -71,9 +72,15 @@ def test_a_missing_public_url_is_a_config_error_naming_the_variable() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["MAX_BODY_BYTES", "RUN_LEASE_SECONDS", "TASK_TIME_LIMIT", "REDELIVER_AFTER",
-     "RELAY_INTERVAL", "BROKER_VISIBILITY_TIMEOUT"],
-)  # fmt: skip
+    [
+        "MAX_BODY_BYTES",
+        "RUN_LEASE_SECONDS",
+        "TASK_TIME_LIMIT",
+        "REDELIVER_AFTER",
+        "RELAY_INTERVAL",
+        "BROKER_VISIBILITY_TIMEOUT",
+    ],
+)
 def test_a_bad_number_is_a_config_error_naming_the_variable(name: str) -> None:
     with pytest.raises(ConfigError, match=name) as caught:
         Settings.from_env({name: "ten"})
@@ -119,13 +126,18 @@ def test_the_filesystem_broker_has_no_visibility_timeout_to_check() -> None:
     Settings(visibility_timeout=1.0).check_invariants(backoff_cap=600.0)
 
 
-def test_filesystem_transport_options_use_one_existing_folder_for_in_and_out(
+def test_filesystem_transport_options_use_one_folder_for_in_and_out_made_by_celerys_app(
     tmp_path: Path,
 ) -> None:
     folder = str(tmp_path / "broker")
-    options = Settings(broker_folder=folder).broker_transport_options()
+    settings = Settings(broker_folder=folder)
+    options = settings.broker_transport_options()
     assert options["data_folder_in"] == options["data_folder_out"] == f"{folder}/queue"
     assert options["control_folder"] == f"{folder}/control"
+    assert not Path(folder).exists()  # reading settings makes no directory
+
+    create_celery(settings)
+
     for key in ("data_folder_in", "control_folder", "processed_folder"):
         assert Path(options[key]).is_dir()
 

@@ -3,6 +3,7 @@ file and kombu's filesystem broker (messages land as files in tmp_path)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Iterator
@@ -15,13 +16,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select, text
 from werkzeug.test import TestResponse
 
+from pipeline.dev.procs import free_port
 from pipeline.errors import ConfigError
 from pipeline.models import ListenerRun, WebhookEvent
 from pipeline.settings import Settings
 from pipeline.signing import sign
 from pipeline.web import create_app
 
-from .support import API_KEY, SECRET, fixture_bytes, free_port
+from .support import API_KEY, SECRET, fixture_bytes
 
 URL = "/webhooks/ittybit"
 VIDEO_SUCCEEDED = fixture_bytes("shape_b_guide_succeeded.json")
@@ -56,7 +58,7 @@ def app_for(settings: Settings) -> Iterator[Any]:
     apps: list[Flask] = []
 
     def build(**changes: Any) -> FlaskClient:
-        app = create_app(settings.replace(**changes))
+        app = create_app(dataclasses.replace(settings, **changes))
         apps.append(app)
         return app.test_client()
 
@@ -328,7 +330,12 @@ def test_signed_odd_bodies_get_a_4xx_json_answer(client: FlaskClient, body: byte
 def test_healthz_answers_200_when_database_and_broker_answer(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.get_json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "broker_reach": "this host only (filesystem://)",  # the embedded default says so
+    }
 
 
 def test_healthz_answers_503_naming_the_database(app_for: Any, tmp_path: Path) -> None:
@@ -362,7 +369,7 @@ def test_healthz_when_healthy_reveals_no_secret(client: FlaskClient) -> None:
 
 def test_create_app_without_a_secret_raises_config_error_naming_it(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="ITTYBIT_WEBHOOK_SECRET"):
-        create_app(settings.replace(webhook_secrets=()))
+        create_app(dataclasses.replace(settings, webhook_secrets=()))
 
 
 def test_create_app_from_an_environment_without_a_secret_raises_config_error(
