@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""The project's two commands, on a machine with nothing but Python 3.11+.
+"""The project's commands, on a machine with nothing but Python 3.11+.
 
-    python3 dev.py demo   # set up .venv, then run the end-to-end demo (embedded defaults)
-    python3 dev.py test   # set up .venv, start Redis/PostgreSQL if installed but stopped,
-                          # then ruff, mypy and the whole pytest suite
-    python3 dev.py bench  # the benchmarks beside the tutorial-style handler (bench/README.md)
+    python3 dev.py demo          # .venv at the locked versions, then the end-to-end demo
+    python3 dev.py test          # .venv, then ruff, mypy and every test (what CI runs)
+    python3 dev.py test --unit   # the fast loop: ruff, mypy and the in-process tests
+    python3 dev.py bench         # the benchmarks beside the tutorial-style handler
+    python3 dev.py lock          # re-resolve requirements.lock: upgrades happen on purpose
 
-Anything after the command is passed on (`python3 dev.py test -k signing`).
+`demo` and `test --unit` need nothing installed. The full `test` needs redis-server,
+PostgreSQL on 127.0.0.1:5432 trusting the user `postgres`, and root (the fault suite runs
+its own PostgreSQL as that user); it says in one line what is missing. Anything after the
+command goes to pytest (`python3 dev.py test --unit -k signing`) or bench/run.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import venv
@@ -23,14 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+LOCK = ROOT / "requirements.lock"
+LOCK_HEADER = """\
+# The exact versions CI, the demo and the bench install (as pip constraints).
+# Regenerate on purpose with `python3 dev.py lock`; commit it with what it changes.
+"""
 
 
 def ensure_venv(extras: str) -> None:
-    """Create .venv and install the project (editable) once per pyproject.toml change."""
+    """Create .venv and install the project (editable) at the locked versions, once per
+    change of pyproject.toml or the lock."""
     if not (BIN / "python").exists():
         print("creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    recipe = (ROOT / "pyproject.toml").read_bytes() + extras.encode()
+    recipe = (ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes() + extras.encode()
     stamp = VENV / f".installed-{hashlib.sha256(recipe).hexdigest()[:16]}"
     if stamp.exists():
         return
@@ -39,39 +49,85 @@ def ensure_venv(extras: str) -> None:
     # compat mode puts the project root on sys.path, so a `listeners/` directory elsewhere on
     # PYTHONPATH extends the built-in package instead of hiding it.
     editable = ["--config-settings", "editable_mode=compat", "-e", f".{extras}"]
-    subprocess.run([*pip, *editable], cwd=ROOT, check=True)
+    subprocess.run([*pip, "-c", str(LOCK), *editable], cwd=ROOT, check=True)
     stamp.touch()
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def ensure_services() -> None:
-    """Start the machine's Redis and PostgreSQL when they are installed but not running."""
-    if not port_open(6379) and shutil.which("redis-server"):
-        print("starting redis-server on 127.0.0.1:6379", flush=True)
-        Path("/var/lib/redis").mkdir(parents=True, exist_ok=True)
-        Path("/var/log/redis").mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-             "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-             "--logfile", "/var/log/redis/ci.log"],
-            check=False,
-        )  # fmt: skip
-    clusters = Path("/etc/postgresql")
-    if not port_open(5432) and shutil.which("pg_ctlcluster") and clusters.is_dir():
-        for version in sorted(p.name for p in clusters.iterdir()):
-            print(f"starting PostgreSQL {version} on 127.0.0.1:5432", flush=True)
-            start = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"]
-            subprocess.run(start, check=False)
+def missing_for_full_suite() -> list[str]:
+    """What the integration and fault suites need that this machine lacks."""
+    missing = []
+    if not shutil.which("redis-server"):
+        missing.append("redis-server on PATH (Debian: apt-get install redis-server)")
+    reach = [
+        str(BIN / "python"),
+        "-c",
+        "import psycopg; psycopg.connect("
+        + "'postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=3).close()",
+    ]
+    if subprocess.run(reach, capture_output=True).returncode != 0:
+        missing.append("PostgreSQL on 127.0.0.1:5432 trusting the user postgres")
+    if os.geteuid() != 0:
+        missing.append("root (the fault suite runs its own PostgreSQL as the user postgres)")
+    else:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing.append("an OS user `postgres` (the fault suite's own PostgreSQL runs as it)")
+        if not shutil.which("initdb"):
+            missing.append("initdb on PATH (PostgreSQL's server binaries)")
+    return missing
 
 
 def run(*argv: str) -> int:
     print("$", " ".join(argv), flush=True)
     return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def test(args: list[str]) -> int:
+    unit = "--unit" in args
+    args = [a for a in args if a != "--unit"]
+    ensure_venv("[test]")
+    if not unit:
+        missing = missing_for_full_suite()
+        if missing:
+            print(
+                f"error: the full test suite needs {'; '.join(missing)}. "
+                "`python3 dev.py test --unit` runs the in-process tests without them.",
+                file=sys.stderr,
+            )
+            return 1
+    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
+        if run(str(BIN / check[0]), *check[1:]) != 0:
+            return 1
+    where = ["tests/unit"] if unit else ["-m", ""]  # "": the soak too, which pytest skips
+    coverage = ["--cov", "--cov-report=term"]
+    return run(str(BIN / "pytest"), *where, *coverage, *args)
+
+
+def lock() -> int:
+    ensure_venv("[test]")
+    run(str(BIN / "python"), "-m", "pip", "install", "--quiet", "uv")
+    compile_ = [
+        str(BIN / "uv"),
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "test",
+        "--universal",
+        "--python-version",
+        "3.11",
+        "--no-header",
+        "--annotation-style",
+        "line",
+        "--upgrade",
+        "-o",
+        str(LOCK),
+    ]
+    if run(*compile_) != 0:
+        return 1
+    LOCK.write_text(LOCK_HEADER + LOCK.read_text())
+    return 0
 
 
 def main(args: list[str]) -> int:
@@ -80,20 +136,12 @@ def main(args: list[str]) -> int:
         ensure_venv("")
         return run(str(BIN / "pipeline"), "demo", *rest)
     if command == "test":
-        ensure_venv("[test]")
-        ensure_services()
-        for check in (
-            [str(BIN / "ruff"), "check", "."],
-            [str(BIN / "ruff"), "format", "--check", "."],
-            [str(BIN / "mypy")],
-        ):
-            if run(*check) != 0:
-                return 1
-        return run(str(BIN / "pytest"), *rest)
+        return test(rest)
     if command == "bench":
         ensure_venv("[test]")
-        ensure_services()
         return run(str(BIN / "python"), "bench/run.py", *rest)
+    if command == "lock":
+        return lock()
     print(__doc__)
     return 2
 
