@@ -6,6 +6,7 @@ Binds $PORT on every interface when it is set (gunicorn's own default), else
 
 import os
 import sys
+import traceback
 
 from pipeline import logs
 from pipeline.errors import ConfigError
@@ -27,15 +28,32 @@ control_socket_disable = True
 def on_starting(server: object) -> None:
     """In the master, before any worker: our log format, and the configuration checked
     once (a missing secret, a listener module that cannot be imported), so a problem
-    stops the web here with one line instead of failing every worker's boot."""
+    stops the web here with one line instead of failing every worker's boot. The app is
+    built in a forked child, so the master does not carry what the app imports."""
+    try:
+        _log_like_the_pipeline(Settings.from_env().log_level)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc.message}")
+    child = os.fork()
+    if child == 0:
+        os._exit(_app_builds())
+    _, status = os.waitpid(child, 0)
+    if status:
+        sys.exit(1)  # the child said why
+
+
+def _app_builds() -> int:
     from pipeline.web import create_app
 
     try:
-        settings = Settings.from_env()
-        _log_like_the_pipeline(settings.log_level)
-        create_app(settings)
+        create_app(Settings.from_env())
     except ConfigError as exc:
-        sys.exit(f"error: {exc.message}")
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def post_worker_init(worker: object) -> None:

@@ -18,19 +18,15 @@ from bench.context import Context, Database
 from bench.payloads import deliveries, fill_events, write_wrk_file
 from bench.procs import (
     HANDLERS,
-    REPO,
-    Proc,
     cpu_ms_per,
     cpu_snapshot,
     cpu_used,
     environment,
-    free_port,
-    listening,
     peak_rss_mb,
     start_web,
-    wait_for,
 )
 from bench.profile import WEB_HANDLING, profile_while
+from pipeline.dev.procs import REPO, Proc, free_port, listening, wait_for
 
 BODIES_PER_SECOND = 6000  # above what any of the three serves here, so none wraps
 

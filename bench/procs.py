@@ -48,7 +48,7 @@ def start_web(
             "--no-control-socket",
             app,
         ]
-        proc = Proc(name, argv, env, logs, cwd=REPO)
+        proc = Proc(name, argv, env, logs)  # not from the checkout: no gunicorn.conf.py
     wait_for(
         http_answers(f"http://127.0.0.1:{port}/healthz"),
         what=f"{name} to answer",

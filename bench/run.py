@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = REPO / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
-    redis, redis_url = start_redis(tmp)
+    redis, url = start_redis(tmp)
+    redis_url = url.rsplit("/", 1)[0]  # a Redis server; each part takes its own database
     ctx = Context(
         plan,
         tmp,
