@@ -64,6 +64,10 @@ class RedisFastPath:
         queues: dict[str, list[bytes]] = {}
         for run_id, name in batch:
             queues.setdefault(self.queue(name), []).append(self.message(name, run_id))
+        if len(queues) == 1:  # the usual case: no pipeline to build
+            [(queue, messages)] = queues.items()
+            self.client.lpush(queue, *messages)
+            return
         pipe = self.client.pipeline(transaction=False)
         for queue, messages in queues.items():
             pipe.lpush(queue, *messages)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import redis
 from celery import Celery
@@ -42,6 +42,7 @@ class Publisher:
         self.rest_after_failure = rest_after_failure
         self._resting_until = 0.0
         self._fast_path: RedisFastPath | None = None
+        self._policy: dict[str, Any] | None = None
 
     def publish(self, batch: Iterable[tuple[int, str]]) -> int:
         """Publish every run, or none on a broker failure; returns how many were sent."""
@@ -107,16 +108,17 @@ class Publisher:
         """`fast.push`, retried as Celery's task_publish_retry(_policy) says send_task is
         when the broker refuses or drops the connection. A timeout is not retried: a hung
         broker would hold the web worker once more per retry."""
-        conf = self.celery.conf
-        policy = conf.task_publish_retry_policy or {}
+        if self._policy is None:
+            conf = self.celery.conf
+            policy = conf.task_publish_retry_policy or {}
+            self._policy = {
+                "max_retries": policy.get("max_retries", 3) if conf.task_publish_retry else 0,
+                "interval_start": policy.get("interval_start", 0),
+                "interval_step": policy.get("interval_step", 0.2),
+                "interval_max": policy.get("interval_max", 1),
+            }
         retry_over_time(  # type: ignore[no-untyped-call]
-            fast.push,
-            redis.ConnectionError,
-            args=(pairs,),
-            max_retries=policy.get("max_retries", 3) if conf.task_publish_retry else 0,
-            interval_start=policy.get("interval_start", 0),
-            interval_step=policy.get("interval_step", 0.2),
-            interval_max=policy.get("interval_max", 1),
+            fast.push, redis.ConnectionError, args=(pairs,), **self._policy
         )
 
 
