@@ -115,9 +115,15 @@ def _store(engine: Engine, values: dict[str, Any], runs: Runs, timeout: float | 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_WIDTHS: dict[str, int] = {
+    name: getattr(WebhookEvent.__table__.c[name].type, "length", 0) or 0
+    for name in ("status", "kind", "topic")
+}
+
+
 def _fit(value: str | None, column: str) -> str | None:
     """`value` cut to the width of webhook_events' `column`."""
-    length: int | None = getattr(WebhookEvent.__table__.c[column].type, "length", None)
+    length = _WIDTHS[column]
     return value[:length] if value is not None and length else value
 
 

@@ -128,12 +128,16 @@ class _Compiled:
         self.order: Sequence[str] | None = compiled.positiontup
         self.processors: dict[str, Callable[[Any], Any]] = {}
         for name, param in compiled.binds.items():
+            if isinstance(param.type, postgresql.ARRAY):  # of text: the driver takes lists
+                continue
             process = param.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 self.processors[name] = process
 
     def params(self, values: dict[str, Any]) -> Any:
-        done = {k: self.processors[k](v) if k in self.processors else v for k, v in values.items()}
+        done = dict(values)
+        for name, process in self.processors.items():
+            done[name] = process(done[name])
         return done if self.order is None else [done[name] for name in self.order]
 
 
