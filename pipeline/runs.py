@@ -43,11 +43,6 @@ def initial_state(error: str | None) -> RunState:
     return RunState.PENDING if error is None else RunState.FAILED
 
 
-def initial_state_sql(error: ColumnElement[Any]) -> ColumnElement[str]:
-    """`initial_state` in SQL, for a statement that inserts many runs at once."""
-    return case((error.is_(None), RunState.PENDING.value), else_=RunState.FAILED.value)
-
-
 # --- claim: pending | retrying | running past its lease → running --------------------------
 
 

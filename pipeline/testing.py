@@ -3,11 +3,14 @@ a worker would, against a real database (a migrated SQLite file by default).
 
     from pipeline.testing import database, make_media, run_listener
 
-    def test_a_failed_video_is_tagged_for_review(tmp_path):
+    def test_a_failed_export_is_flagged_for_its_owner(tmp_path):
         db = database(tmp_path)
-        media_id = make_media(db, task_id="task_1")
-        run = run_listener(TagForReview(), {"id": "task_1", "status": "failed"}, db)
-        assert run.state == "succeeded" and run.result == {"media_id": media_id}
+        media_id = make_media(db, task_id="task_1", owner="ada@clippable.app")
+        failed = {"id": "task_1", "status": "failed", "kind": "video", "error": "no audio"}
+        run = run_listener(FlagForReview(), failed, db)
+        assert (run.state, run.result) == ("succeeded", {"media_id": media_id})
+
+(the README's example listener and test; tests/unit/test_listener_api.py runs them).
 """
 
 from __future__ import annotations
