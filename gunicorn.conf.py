@@ -13,9 +13,11 @@ from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 
 # Sync workers: each request is a short CPU and database job (its publish runs after the
-# answer is sent). They wait on the database's commit, so more than one per core.
+# answer is sent). They wait on the database's commit, so more than one per core. Ours
+# hands each live stream to a thread of its process instead of holding it
+# (pipeline/live/worker.py), so streams never take a worker from the webhooks.
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-worker_class = "sync"
+worker_class = "pipeline.live.worker.StreamingSyncWorker"
 timeout = 30
 graceful_timeout = 20  # below the 30 s a platform waits after SIGTERM before SIGKILL
 # gunicorn's control socket has one default path per user: two gunicorns on one host
@@ -58,6 +60,14 @@ def _app_builds() -> int:
 
 def post_worker_init(worker: object) -> None:
     _log_like_the_pipeline(os.environ.get("LOG_LEVEL") or "INFO")
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """End the streams this worker holds: their browsers reconnect to another at once."""
+    app = getattr(worker, "wsgi", None)
+    live = getattr(app, "extensions", {}).get("pipeline.live")
+    if live is not None and "hub" in live.__dict__:
+        live.hub.close()
 
 
 def _log_like_the_pipeline(level: str) -> None:

@@ -158,7 +158,17 @@ def _sqlite_on_connect(synchronous: str, busy: float, dbapi_connection: Any, _: 
     cursor.close()
 
 
+READ_ONLY = "pipeline_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """`engine` for reads only: on SQLite its transactions begin deferred, so they never
+    wait for the write lock nor hold it (WAL readers see the last commit)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def _sqlite_begin_immediate(connection: Any) -> None:
     # A deferred transaction that reads, then writes after another process committed,
     # fails at once with SQLITE_BUSY instead of waiting: take the write lock up front.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    reads_only = connection.get_execution_options().get(READ_ONLY)
+    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")

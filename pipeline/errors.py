@@ -1,7 +1,8 @@
 """One exception tree for the whole pipeline.
 
 - `ConfigError`: the environment is wrong; start-up stops with its message.
-- `WebhookRejected`: answered to a webhook's sender, with an HTTP status and a code.
+- `RequestRejected`: answered to an HTTP caller with a status and a code:
+  `WebhookRejected` to a webhook's sender, the live API's to a browser.
 - `ListenerError`: raised by a listener to say how its run ends (`RetryableError`,
   `PermanentError`, `Skip`); any other exception counts as retryable.
 """
@@ -21,14 +22,18 @@ class ConfigError(PipelineError):
     """The environment is missing or contradicts a setting; raised at start-up."""
 
 
-# --- answered to a webhook sender ----------------------------------------------------------
+# --- answered to an HTTP caller ------------------------------------------------------------
 
 
-class WebhookRejected(PipelineError):
-    """A request we answer with `status` and a machine-readable `code`."""
+class RequestRejected(PipelineError):
+    """A request we answer with `status` and a machine-readable `code`, as JSON."""
 
     status = 400
     code = "bad_request"
+
+
+class WebhookRejected(RequestRejected):
+    """A webhook delivery we refuse."""
 
 
 class InvalidSignature(WebhookRejected):
@@ -56,6 +61,21 @@ class NotJSON(MalformedPayload):
 class DatabaseUnavailable(WebhookRejected):
     status = 503
     code = "database_unavailable"
+
+
+class TokenRejected(RequestRejected):
+    status = 401
+    code = "invalid_token"
+
+
+class NotFound(RequestRejected):
+    status = 404
+    code = "not_found"
+
+
+class TooManyStreams(RequestRejected):
+    status = 503
+    code = "too_many_streams"
 
 
 # --- raised by listeners -------------------------------------------------------------------

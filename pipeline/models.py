@@ -1,6 +1,7 @@
-"""The tables: the app's own (users, media, notifications) and the pipeline's ledger
-(webhook_events, listener_runs). SQLAlchemy 2.0 typed models; migrations in
-pipeline/migrations/ (a test holds the two to each other with `alembic check`)."""
+"""The tables: the app's own (users, media, notifications), the live stream's clock
+(media_clock) and the pipeline's ledger (webhook_events, listener_runs). SQLAlchemy 2.0
+typed models; migrations in pipeline/migrations/ (a test holds the two to each other
+with `alembic check`)."""
 
 from __future__ import annotations
 
@@ -100,8 +101,23 @@ class Media(Base):
     outcome_terminal: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Stamped at every committed change from the owner's MediaClock (pipeline/live/versions.py):
+    # grows with each change, in commit order among one user's media; the stream's cursor.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     owner: Mapped[User | None] = relationship(back_populates="media")
+
+    __table_args__ = (Index("ix_media_user_id_version", "user_id", "version"),)
+
+
+class MediaClock(Base):
+    """One counter per user (0: media without an owner): each committed change of their
+    media takes the next value, inside the changing transaction, as the media's version."""
+
+    __tablename__ = "media_clock"
+
+    user_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Notification(Base):
@@ -190,3 +206,7 @@ class ListenerRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     event: Mapped[WebhookEvent] = relationship(back_populates="runs")
+
+
+# Every ORM change of a Media, wherever it is made, is versioned at its commit.
+from pipeline.live import versions as _versions  # noqa: E402,F401

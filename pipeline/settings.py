@@ -36,13 +36,16 @@ ENVIRONMENT: dict[str, str] = {
     "SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "DATABASE_WRITE_TIMEOUT": "database_write_timeout",
     "CELERY_TASK_EVENTS": "task_events",
+    "LIVE_TOKEN_SECRET": "live_token_secrets",
+    "LIVE_MAX_STREAMS": "live_max_streams",
+    "LIVE_HEARTBEAT": "live_heartbeat",
     "LOG_LEVEL": "log_level",
     "PIPELINE_ENV": "environment",
 }
 # Variables that are not ours but say where we run (a Heroku dyno is one of many hosts).
 PLATFORM = ("DYNO",)
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
-_SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url"})
+_SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets"})
 _URL_FIELDS = frozenset({"database_url", "broker_url"})
 
 
@@ -54,6 +57,11 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated variable's non-empty items."""
+    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
 
 
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
@@ -111,6 +119,11 @@ class Settings:
     database_write_timeout: float = 3.0
     # Celery task events from the start (Flower turns them on by itself when it runs).
     task_events: bool = False
+    # Signs the live stream's tokens; comma-separated, newest first, to rotate. Unset: off.
+    live_token_secrets: tuple[str, ...] = ()
+    # Streams one web process holds; past it a new one is answered 503 (the client retries).
+    live_max_streams: int = 2000
+    live_heartbeat: float = 15.0  # seconds between the stream's keep-alive comments
     log_level: str = "INFO"
     # "production" (or a Heroku dyno) makes the embedded defaults an error worth logging.
     environment: str = ""
@@ -120,14 +133,14 @@ class Settings:
         """Build settings from environment variables (see the README's table)."""
         env = os.environ if environ is None else environ
         var = Path(env.get("PIPELINE_VAR_DIR") or "var")
-        secrets = tuple(s.strip() for s in env.get("ITTYBIT_WEBHOOK_SECRET", "").split(","))
+        secrets = _list(env, "ITTYBIT_WEBHOOK_SECRET")
         production = env.get("PIPELINE_ENV", "").strip().lower()
         if not production and any(env.get(name) for name in PLATFORM):
             production = "production"
         return cls(
             database_url=_sqlalchemy_url(env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db"),
             broker_url=env.get("CELERY_BROKER_URL") or env.get("REDIS_URL") or "filesystem://",
-            webhook_secrets=tuple(s for s in secrets if s),
+            webhook_secrets=secrets,
             ittybit_api_key=env.get("ITTYBIT_API_KEY", ""),
             ittybit_api_url=(env.get("ITTYBIT_API_URL") or "https://api.ittybit.com").rstrip("/"),
             public_url=env.get("PUBLIC_URL", "").rstrip("/"),
@@ -145,6 +158,9 @@ class Settings:
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
             database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
             task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
+            live_token_secrets=_list(env, "LIVE_TOKEN_SECRET"),
+            live_max_streams=int(_number(env, "LIVE_MAX_STREAMS", 2000)),
+            live_heartbeat=_number(env, "LIVE_HEARTBEAT", 15.0),
             log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS),
             environment=production,
         )

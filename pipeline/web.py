@@ -1,4 +1,5 @@
-"""The web process: `POST /webhooks/ittybit` and `GET /healthz`, JSON answers only.
+"""The web process: `POST /webhooks/ittybit`, `GET /healthz` and the live routes
+(pipeline/live/views.py: status API, stream, media page); errors are JSON.
 
 Run with `gunicorn -c gunicorn.conf.py 'pipeline.web:create_app()'` (the Procfile).
 """
@@ -18,9 +19,11 @@ from pipeline.errors import (
     InvalidSignature,
     PayloadTooLarge,
     PipelineError,
-    WebhookRejected,
+    RequestRejected,
+    TooManyStreams,
 )
 from pipeline.inbox import receive
+from pipeline.live import views as live
 from pipeline.runtime import Role, Runtime
 from pipeline.settings import Settings
 from pipeline.signing import SIGNATURE_HEADER, verify
@@ -36,12 +39,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime.registry  # noqa: B018 - discover the listeners now: a broken one stops the boot
     for problem in runtime.settings.embedded_defaults_in_production():
         log.error("%s", problem)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the live blueprint serves /static
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.extensions["pipeline"] = runtime
     app.add_url_rule("/webhooks/ittybit", view_func=receive_webhook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
-    app.register_error_handler(WebhookRejected, _rejected)
+    live.init_app(app, runtime.settings, runtime.engine)
+    app.register_error_handler(RequestRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SQLAlchemyError, _database_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -128,12 +132,15 @@ def healthz() -> tuple[Response, int]:
     return jsonify(status="ok" if healthy else "unavailable", **checks), 200 if healthy else 503
 
 
-def _error_body(error: WebhookRejected, **extra: Any) -> Response:
+def _error_body(error: RequestRejected, **extra: Any) -> Response:
     return jsonify(error=error.code, message=error.message, **extra)
 
 
-def _rejected(error: WebhookRejected) -> tuple[Response, int]:
-    return _error_body(error), error.status
+def _rejected(error: RequestRejected) -> tuple[Response, int]:
+    response = _error_body(error)
+    if isinstance(error, TooManyStreams):
+        response.headers["Retry-After"] = "5"
+    return response, error.status
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:

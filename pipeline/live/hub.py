@@ -1,0 +1,329 @@
+"""The web process's stream hub: every open stream, woken when its user's media change.
+
+Two daemon threads per web process, started with the first stream:
+- the *writer* owns the sockets handed over by the gunicorn worker (worker.py): it reads
+  the changes after each woken stream's cursor and writes them, writes the heartbeats,
+  and drops a stream whose client left or whose token expired. Thousands of idle
+  streams cost a socket and a small object each, never a thread or a web worker;
+- the *hearer* learns which users' media changed: PostgreSQL's NOTIFY (versions.py sends
+  it in the committing transaction, so it arrives after the commit, from any host), or on
+  SQLite, the file's `data_version` polled every POLL_SECONDS then the clocks of the
+  users watched here. After the hearer loses PostgreSQL it wakes every stream to catch
+  up from the database: a missed notification delays an update, never loses it.
+
+Streams served without the worker (the Flask test client, another worker class) wait on
+a `Waiter` woken by the same hearer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from pipeline.live.stream import HEARTBEAT, Stream
+from pipeline.live.versions import CHANNEL
+from pipeline.models import MediaClock
+
+log = logging.getLogger(__name__)
+
+CLOCK_TABLE = MediaClock.__tablename__
+POLL_SECONDS = 0.02  # SQLite: how often the hearer looks at the file's data_version
+MAX_BUFFERED = 256 * 1024  # bytes a slow client may fall behind before it is dropped
+
+
+@dataclass(eq=False)
+class Held:
+    """A stream whose socket the hub owns."""
+
+    sock: socket.socket
+    stream: Stream
+    chunked: bool
+    pending: bytearray = field(default_factory=bytearray)
+
+    def frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A stream served in its own thread: `event` is set when its user's media change."""
+
+    owner: int
+    event: threading.Event = field(default_factory=threading.Event)
+
+
+class Hub:
+    def __init__(self, engine: Engine, heartbeat: float, max_streams: int) -> None:
+        self.engine = engine
+        self.heartbeat = heartbeat
+        self.max_streams = max_streams
+        self._lock = threading.Lock()
+        self._held: dict[int, Held] = {}  # by socket fd
+        self._waiters: set[Waiter] = set()
+        self._owners: dict[int, set[Held]] = defaultdict(set)
+        self._incoming: list[Held] = []
+        self._woken: set[int] = set()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._started = False
+        self._closing = False
+        self._writer: threading.Thread | None = None
+
+    # --- from request threads ---------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._held) + len(self._incoming) + len(self._waiters)
+
+    def full(self) -> bool:
+        return self.count >= self.max_streams
+
+    def adopt(self, sock: socket.socket, stream: Stream, chunked: bool) -> None:
+        """Take over `sock`, whose response head and opening the worker has written."""
+        sock.setblocking(False)
+        with self._lock:
+            self._incoming.append(Held(sock, stream, chunked))
+        self._start()
+        self._wake()
+
+    def waiter(self, owner: int) -> Waiter:
+        waiter = Waiter(owner)
+        with self._lock:
+            self._waiters.add(waiter)
+        self._start()
+        return waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        with self._lock:
+            self._waiters.discard(waiter)
+
+    def close(self, wait: float = 1.0) -> None:
+        """End every stream (clients reconnect elsewhere): at the worker's shutdown."""
+        self._closing = True
+        self._wake()
+        if self._writer is not None:
+            self._writer.join(wait)
+
+    # --- from the hearer --------------------------------------------------------------
+
+    def changed(self, owners: set[int] | None) -> None:
+        """`owners`' media changed (None: anyone's may have)."""
+        with self._lock:
+            if owners is None:
+                owners = set(self._owners) | {w.owner for w in self._waiters}
+            self._woken |= owners
+            for waiter in self._waiters:
+                if waiter.owner in owners:
+                    waiter.event.set()
+        self._wake()
+
+    def watched(self) -> set[int]:
+        with self._lock:
+            return (
+                set(self._owners)
+                | {h.stream.owner for h in self._incoming}
+                | {w.owner for w in self._waiters}
+            )
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._writer = threading.Thread(target=self._write_forever, name="live-writer", daemon=True)
+        self._writer.start()
+        hearer = _hear_postgresql if self.engine.dialect.name == "postgresql" else _hear_sqlite
+        threading.Thread(target=hearer, args=(self,), name="live-hearer", daemon=True).start()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: it is awake already
+            self._wake_w.send(b"x")
+
+    def _write_forever(self) -> None:
+        next_beat = time.monotonic() + self.heartbeat
+        while not self._closing:
+            timeout = max(0.0, next_beat - time.monotonic())
+            for key, mask in self._selector.select(timeout):
+                if key.fileobj is self._wake_r:
+                    self._drain_wake()
+                elif mask & selectors.EVENT_READ:
+                    self._client_spoke(key.data)
+                elif mask & selectors.EVENT_WRITE:
+                    self._send(key.data, b"")
+            try:
+                self._serve_changes()
+            except Exception:  # the database blinked: these streams catch up next time
+                log.warning("live stream catch-up failed; retrying", exc_info=True)
+                time.sleep(0.5)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.heartbeat
+                self._beat()
+        for held in list(self._held.values()):
+            self._drop(held, goodbye=True)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _serve_changes(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            woken, self._woken = self._woken, set()
+            for held in incoming:
+                self._held[held.sock.fileno()] = held
+                self._owners[held.stream.owner].add(held)
+                self._selector.register(held.sock, selectors.EVENT_READ, held)
+            due = [h for owner in woken for h in self._owners.get(owner, ())]
+        # A new stream catches up once more: a change may have committed between the
+        # worker's read and its registration here.
+        for held in {*incoming, *due}:
+            if held.sock.fileno() in self._held:
+                try:
+                    self._send(held, held.stream.catch_up_on(self.engine))
+                except Exception:
+                    with self._lock:  # try again on the next wake-up
+                        self._woken.add(held.stream.owner)
+                    raise
+
+    def _beat(self) -> None:
+        now = time.time()
+        for held in list(self._held.values()):
+            if held.stream.expires_at <= now:
+                self._drop(held, goodbye=True)  # the client's reconnect is refused: 401
+            else:
+                self._send(held, HEARTBEAT)
+
+    def _send(self, held: Held, data: bytes) -> None:
+        if data:
+            held.pending += held.frame(data)
+        if not held.pending:
+            return
+        try:
+            sent = held.sock.send(held.pending)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._drop(held)
+            return
+        del held.pending[:sent]
+        if len(held.pending) > MAX_BUFFERED:
+            log.info(
+                "live stream of user %s dropped: the client reads too slowly", held.stream.owner
+            )
+            self._drop(held)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if held.pending else 0)
+        self._selector.modify(held.sock, events, held)
+
+    def _client_spoke(self, held: Held) -> None:
+        try:
+            data = held.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._drop(held)
+
+    def _drop(self, held: Held, goodbye: bool = False) -> None:
+        with self._lock:
+            self._held.pop(held.sock.fileno(), None)
+            owners = self._owners.get(held.stream.owner)
+            if owners is not None:
+                owners.discard(held)
+                if not owners:
+                    del self._owners[held.stream.owner]
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(held.sock)
+        if goodbye and held.chunked:
+            with contextlib.suppress(OSError):
+                held.sock.send(b"0\r\n\r\n")
+        held.sock.close()
+
+
+# --- the hearers ----------------------------------------------------------------------
+
+
+def _hear_postgresql(hub: Hub) -> None:
+    lost = False
+    while not hub._closing:
+        pooled = None
+        try:
+            pooled = hub.engine.raw_connection()
+            driver: Any = pooled.driver_connection  # an autocommit one: the web's
+            pooled.detach()  # ours for good, outside the pool
+            driver.execute(f"LISTEN {CHANNEL}")
+            if lost:
+                log.info("live hearer listening again")
+                hub.changed(None)  # whatever was committed while we were deaf
+                lost = False
+            while not hub._closing:  # the timeout only lets the loop see _closing
+                for note in driver.notifies(timeout=1.0):
+                    hub.changed({int(note.payload.split(":", 1)[0])})
+        except Exception as exc:
+            if not lost:
+                log.warning("live hearer lost PostgreSQL (%s); reconnecting", type(exc).__name__)
+            lost = True
+            time.sleep(1.0)
+        finally:
+            if pooled is not None:
+                pooled.close()
+
+
+def _hear_sqlite(hub: Hub) -> None:
+    """Poll the file's data_version (it moves when another connection commits), then the
+    clocks of the users watched here. The driver's own connection is in autocommit mode
+    (db.py): these reads begin no transaction and never touch the write lock."""
+    known: dict[int, int] = {}
+    while not hub._closing:
+        pooled = None
+        try:
+            pooled = hub.engine.raw_connection()
+            driver: Any = pooled.driver_connection
+            seen = None
+            while not hub._closing:
+                version = driver.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    clocks = _clocks(driver, hub.watched())
+                    moved = {owner for owner, v in clocks.items() if known.get(owner) != v}
+                    known = clocks
+                    if moved:
+                        hub.changed(moved)
+                time.sleep(POLL_SECONDS)
+        except Exception as exc:
+            log.warning("live hearer cannot read SQLite (%s); retrying", type(exc).__name__)
+            time.sleep(1.0)
+            hub.changed(None)
+        finally:
+            if pooled is not None:
+                pooled.close()
+
+
+def _clocks(driver: Any, owners: set[int]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    ordered = sorted(owners)
+    for i in range(0, len(ordered), 500):
+        batch = ordered[i : i + 500]
+        marks = ",".join("?" * len(batch))
+        query = f"SELECT user_id, version FROM {CLOCK_TABLE} WHERE user_id IN ({marks})"
+        found.update(driver.execute(query, batch).fetchall())
+    return found
