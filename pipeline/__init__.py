@@ -3,12 +3,17 @@
 What a listener module needs, in one import:
 
     from pipeline import Context, Event, Listener, RetryPolicy, Skip, find_media
+
+And for the app's own pages, the live stream's token for its logged-in user:
+
+    from pipeline import live_token
 """
 
 from pipeline.app.media import MediaNotYetKnown, Role, find_media, is_newer
 from pipeline.errors import ListenerError, PermanentError, RetryableError, Skip
 from pipeline.events import Event, Output
 from pipeline.listener import Context, Listener, RetryPolicy
+from pipeline.live.tokens import live_token
 
 __all__ = [
     "Context",
@@ -24,4 +29,5 @@ __all__ = [
     "Skip",
     "find_media",
     "is_newer",
+    "live_token",
 ]

@@ -1,5 +1,5 @@
 """The `pipeline` command. Operating a deployment (`cli/ops.py`): db, listeners, events,
-runs, replay, relay. Developing against it (`cli/dev.py`): emulator, send, submit, demo."""
+runs, replay, relay, token. Developing against it (`cli/dev.py`): emulator, send, submit, demo."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`pipeline` commands for operating a deployment: migrations, what is registered, the
-ledger (events, runs), replaying dead letters, and the relay."""
+ledger (events, runs), replaying dead letters, the relay, and live-stream tokens."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from pipeline.cli.output import json_option, show
 from pipeline.errors import DatabaseUnavailable
+from pipeline.live import tokens
 from pipeline.migrate import upgrade
 from pipeline.models import ListenerRun, RunState, WebhookEvent
 from pipeline.outbox import relay_once, replay, run_forever
@@ -172,4 +173,19 @@ def relay(runtime: Runtime, once: bool, interval: float | None) -> None:
     click.echo(f"relay: published {published} run(s)")
 
 
-COMMANDS = [db, listeners, events, runs, replay_command, relay]
+@click.command()
+@click.option("--user", "email", required=True, help="the email of the user it names")
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, tokens.MAX_TTL),
+    default=tokens.DEFAULT_TTL,
+    show_default=True,
+    help="seconds it stays valid",
+)
+@pass_runtime
+def token(runtime: Runtime, email: str, ttl: int) -> None:
+    """Print a live-stream token naming a user (what the app mints per page view)."""
+    click.echo(tokens.mint(email, runtime.settings.live_token_secrets, ttl))
+
+
+COMMANDS = [db, listeners, events, runs, replay_command, relay, token]

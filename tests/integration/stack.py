@@ -21,6 +21,7 @@ import psycopg
 from sqlalchemy import Engine, create_engine, text
 
 from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for, worker_ready
+from pipeline.live.tokens import mint
 from pipeline.settings import ENVIRONMENT
 
 from .procs import run_cli, start_emulator, start_gunicorn, start_relay, start_worker
@@ -82,6 +83,7 @@ class Stack:
     web_url: str
     emulator_url: str
     secret: str
+    live_secret: str = field(default_factory=lambda: f"live_it_{secrets.token_hex(8)}")
     procs: dict[str, Proc] = field(default_factory=dict)
     engine: Engine | None = None
     # How often each process had to be restarted after it died (see `supervise`).
@@ -95,6 +97,10 @@ class Stack:
     @property
     def webhook_url(self) -> str:
         return f"{self.web_url}/webhooks/ittybit"
+
+    def live_token(self, email: str, ttl: float = 600) -> str:
+        """A token for the live routes naming `email`, as the app would mint it."""
+        return mint(email, (self.live_secret,), ttl)
 
     def cli(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
@@ -313,6 +319,7 @@ def _start(
         database_url=stack.database.url,
         celery_broker_url=broker_url,
         ittybit_webhook_secret=stack.secret,
+        live_token_secret=stack.live_secret,
         ittybit_api_key=api_key,
         ittybit_api_url=stack.emulator_url,
         public_url=stack.web_url,
