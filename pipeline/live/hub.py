@@ -116,6 +116,10 @@ class Hub:
         self._wake()
         if self._writer is not None:
             self._writer.join(wait)
+        if self._writer is None or not self._writer.is_alive():
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
 
     # --- from the hearer --------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class Hub:
         threading.Thread(target=hearer, args=(self,), name="live-hearer", daemon=True).start()
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: it is awake already
+        with contextlib.suppress(BlockingIOError, OSError):  # full: awake already; closed
             self._wake_w.send(b"x")
 
     def _write_forever(self) -> None:
