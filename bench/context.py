@@ -45,13 +45,25 @@ class Plan:
     # End to end, per system: sending stops and results are taken when this much time has
     # passed since the first webhook of the burst, finished or not (0: wait for all).
     window: float = 45.0
+    live_samples: int = 100  # live: webhooks timed to the browser's DOM, idle and under load
+    live_streams: int = 1_000  # live: idle streams held while the webhook endpoint is loaded
 
 
 PLANS = {
     "full": Plan("full", seconds=8, events=10_000, idle_events=100, fill=1_000_000, rounds=2),
-    "quick": Plan("quick", seconds=2, events=1_000, idle_events=20, fill=100_000, window=10),
+    "quick": Plan(
+        "quick", seconds=2, events=1_000, idle_events=20, fill=100_000, window=10, live_samples=30
+    ),
     "smoke": Plan(
-        "smoke", seconds=1, events=100, idle_events=10, fill=1_000, warmup=0.5, window=20
+        "smoke",
+        seconds=1,
+        events=100,
+        idle_events=10,
+        fill=1_000,
+        warmup=0.5,
+        window=20,
+        live_samples=5,
+        live_streams=100,
     ),
 }
 

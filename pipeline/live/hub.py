@@ -40,6 +40,10 @@ POLL_SECONDS = 0.02  # SQLite: how often the hearer looks at the file's data_ver
 MAX_BUFFERED = 256 * 1024  # bytes a slow client may fall behind before it is dropped
 
 
+class CatchUpFailed(Exception):
+    pass
+
+
 @dataclass(eq=False)
 class Held:
     """A stream whose socket the hub owns."""
@@ -171,8 +175,8 @@ class Hub:
                     self._send(key.data, b"")
             try:
                 self._serve_changes()
-            except Exception:  # the database blinked: these streams catch up next time
-                log.warning("live stream catch-up failed; retrying", exc_info=True)
+            except Exception as exc:  # the database blinked: they catch up next time
+                log.warning("live streams' catch-up failed (%s); retrying", exc)
                 time.sleep(0.5)
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.heartbeat
@@ -198,14 +202,18 @@ class Hub:
             due = [h for owner in woken for h in self._owners.get(owner, ())]
         # A new stream catches up once more: a change may have committed between the
         # worker's read and its registration here.
+        failed = set()
         for held in {*incoming, *due}:
-            if held.sock.fileno() in self._held:
-                try:
-                    self._send(held, held.stream.catch_up_on(self.engine))
-                except Exception:
-                    with self._lock:  # try again on the next wake-up
-                        self._woken.add(held.stream.owner)
-                    raise
+            if held.stream.owner in failed or held.sock.fileno() not in self._held:
+                continue
+            try:
+                self._send(held, held.stream.catch_up_on(self.engine))
+            except Exception:  # the database blinked: this user's streams try again
+                failed.add(held.stream.owner)
+        if failed:
+            with self._lock:
+                self._woken |= failed
+            raise CatchUpFailed(f"{len(failed)} users' streams could not read their changes")
 
     def _beat(self) -> None:
         now = time.time()

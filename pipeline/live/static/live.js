@@ -33,6 +33,7 @@
     var shown = -1; // the version on screen
     var source = null;
     var pollTimer = null;
+    var polling = false; // a poll in flight or scheduled: one polling loop at a time
     var fallbackTimer = null;
     var closed = false;
     var query = "media=" + encodeURIComponent(media) + "&token=" + encodeURIComponent(token);
@@ -70,7 +71,7 @@
 
     function poll() {
       pollTimer = null;
-      if (closed) return;
+      if (closed) { polling = false; return; }
       fetch(base + "/api/media/" + encodeURIComponent(media), {
         headers: { Authorization: "Bearer " + token },
         cache: "no-store",
@@ -88,12 +89,15 @@
         .then(function () {
           if (!closed && !(source && source.readyState === 1)) {
             pollTimer = setTimeout(poll, POLL_MS);
+          } else {
+            polling = false;
           }
         });
     }
 
     function startPolling() {
-      if (closed || pollTimer !== null) return;
+      if (closed || polling) return;
+      polling = true;
       setState("polling");
       poll();
     }
@@ -104,7 +108,7 @@
       fallbackTimer = setTimeout(startPolling, FALLBACK_AFTER_MS);
       source.onopen = function () {
         clearTimeout(fallbackTimer);
-        if (pollTimer !== null) { clearTimeout(pollTimer); pollTimer = null; }
+        if (pollTimer !== null) { clearTimeout(pollTimer); pollTimer = null; polling = false; }
         setState("live");
       };
       source.addEventListener("media", function (event) {
