@@ -144,7 +144,7 @@ def test_no_user_sees_anothers_media_on_their_stream(stack: Stack) -> None:
 
 def test_open_streams_never_hold_the_workers_webhooks_need(stack: Stack) -> None:
     """The stack's web has two sync workers; forty open streams leave both free."""
-    email, _, _, token = a_media(stack)
+    _, _, _, token = a_media(stack)
     host, port = urlsplit(stack.web_url).hostname, urlsplit(stack.web_url).port
     held = []
     try:
