@@ -229,9 +229,10 @@ def _parse_header(text: str) -> tuple[str, str]:
 @click.command()
 @click.option("--dir", "workdir", default="var/demo", show_default=True, type=click.Path())
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for the cycle")
-def demo(workdir: str, timeout: float) -> None:
+@click.option("--serve", is_flag=True, help="then keep serving, to watch a job finish live")
+def demo(workdir: str, timeout: float, serve: bool) -> None:
     """The whole cycle on embedded defaults: emulator, web, worker, relay as real processes."""
-    if not run_demo(Path(workdir).resolve(), Console(), timeout=timeout):
+    if not run_demo(Path(workdir).resolve(), Console(), timeout=timeout, serve=serve):
         sys.exit(1)
 
 

@@ -3,7 +3,9 @@
 Starts the Ittybit emulator and the Procfile's web, worker and relay over SQLite and
 kombu's filesystem transport; submits a video that succeeds and one that fails, repeats a
 delivery; shows each step as it happens; ends with tables of media, runs and
-notifications; stops everything it started (also on Ctrl-C and SIGTERM).
+notifications and the live page of each media; stops everything it started (also on
+Ctrl-C and SIGTERM). With `serve`, it then submits one slow video, prints its page's URL
+to watch it finish live, and keeps serving until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipeline.db import make_engine, make_sessionmaker
 from pipeline.dev.demo_steps import Step, render, resend_first, story, summary
 from pipeline.dev.procfile import start_process, web_env
 from pipeline.dev.procs import Proc, free_port, http_answers, stop_all, wait_for
+from pipeline.live.tokens import mint
 from pipeline.migrate import upgrade
 from pipeline.settings import ENVIRONMENT, Settings
 
@@ -48,7 +51,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(workdir: Path, console: Console, timeout: float = 60.0) -> bool:
+DEMO_USER = "ada@clippable.app"
+SLOW_JOB_SECONDS = 15.0  # --serve: time to open the page before the job finishes
+
+
+def run_demo(workdir: Path, console: Console, timeout: float = 60.0, serve: bool = False) -> bool:
     """Run the demo in `workdir` (wiped first); True when every expected step happened."""
     shutil.rmtree(workdir, ignore_errors=True)
     logs = workdir / "logs"
@@ -61,6 +68,7 @@ def run_demo(workdir: Path, console: Console, timeout: float = 60.0) -> bool:
         PIPELINE_VAR_DIR=str(workdir),
         DATABASE_URL=f"sqlite:///{workdir / 'pipeline.db'}",
         ITTYBIT_WEBHOOK_SECRET=secret,
+        LIVE_TOKEN_SECRET=secrets.token_hex(16),
         ITTYBIT_API_KEY=api_key,
         ITTYBIT_API_URL=api_url,
         PUBLIC_URL=web_url,
@@ -122,12 +130,42 @@ def run_demo(workdir: Path, console: Console, timeout: float = 60.0) -> bool:
                 live.update(render(steps, started))
                 time.sleep(0.1)
             live.update(render(steps, started))
-    console.print()
-    console.print(summary(engine))
-    finished = all(s.done_at for s in steps)
-    verdict = "finished" if finished else "INCOMPLETE"
-    console.print(f"demo {verdict} in {time.monotonic() - started:.1f}s; logs in {logs}")
+        console.print()
+        console.print(summary(engine))
+        finished = all(s.done_at for s in steps)
+        verdict = "finished" if finished else "INCOMPLETE"
+        console.print(f"demo {verdict} in {time.monotonic() - started:.1f}s; logs in {logs}")
+        if serve:
+            token = mint(DEMO_USER, (env["LIVE_TOKEN_SECRET"],), ttl=24 * 3600)
+            for media_id in (ok_id, bad_id):
+                page = f"{web_url}/media/{media_id}?token={token}"
+                console.print(f"media {media_id}'s live page: {page}", soft_wrap=True)
+            _serve(env, console, web_url, token, procs)
+        else:
+            console.print("`pipeline demo --serve` keeps it running, to watch a job live")
     return finished
+
+
+def _serve(
+    env: dict[str, str], console: Console, web_url: str, token: str, procs: list[Proc]
+) -> None:
+    """Submit a slow video, print its page, and serve until Ctrl-C (or a process dies)."""
+    media_id = submit(
+        env,
+        "https://clippable-app.com/projects/edit-38273.mov",
+        {"emulator": {"delay": SLOW_JOB_SECONDS}},
+    )
+    console.print(
+        f"\nopen {web_url}/media/{media_id}?token={token} now: its job finishes in "
+        f"{SLOW_JOB_SECONDS:g}s and the page follows without a reload. Ctrl-C stops the demo.",
+        soft_wrap=True,
+    )
+    try:
+        while all(proc.alive for proc in procs):
+            time.sleep(0.5)
+        console.print("a process exited; stopping")
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def submit(env: dict[str, str], input_url: str, options: dict[str, Any] | None = None) -> int:
@@ -135,6 +173,6 @@ def submit(env: dict[str, str], input_url: str, options: dict[str, Any] | None =
     settings = Settings.from_env(env)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     media_id, _job = submit_media(
-        settings, sessions, input_url, kind="video", email="ada@clippable.app", options=options
+        settings, sessions, input_url, kind="video", email=DEMO_USER, options=options
     )
     return media_id
