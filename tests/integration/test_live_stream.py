@@ -166,3 +166,23 @@ def test_open_streams_never_hold_the_workers_webhooks_need(stack: Stack) -> None
             sock.close()
     assert answers == [200] * 20
     assert elapsed < 10, f"20 webhooks took {elapsed:.1f}s beside 40 streams"
+
+
+def test_a_web_restart_ends_its_streams_at_once_and_they_resume_from_their_cursor(
+    stack: Stack,
+) -> None:
+    _, media_id, task_id, token = a_media(stack)
+    with stream(stack, token, media=media_id) as events:
+        cursor, _, _ = events.next()
+        started = time.monotonic()
+        stack.restart("web")
+        restarted_in = time.monotonic() - started
+        ended = events.response.raw.read()  # the rest: the stream was ended, not cut
+    assert restarted_in < 10, f"the web took {restarted_in:.1f}s to restart beside a stream"
+    assert ended == b""
+
+    send(stack.webhook_url, delivery("B", task_id), stack.secret)
+    wait_for(finished_runs(stack.db, task_id), what="every run ends")
+    with stream(stack, token, media=media_id, last_event_id=cursor) as events:
+        _, _, missed = events.next()
+    assert missed["status"] == "completed"
