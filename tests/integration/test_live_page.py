@@ -45,6 +45,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO / "test-artifacts"
 WAIT_MS = 10_000  # every wait on the page: a condition, never a sleep
 READY = "completed"  # the media's status once its job succeeded (update_media_record)
+READY_GREEN = "rgb(217, 247, 227)"  # media.html's background of a ready status
 # Counts what the page's EventSources receive, beside live.js's own handlers: which events
 # came through the stream (not the polling fallback) and how often a stream opened.
 STREAM_RECORDER = """
@@ -128,10 +129,10 @@ def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> Iter
     fresh.on("pageerror", lambda error: thrown.append(error))
     try:
         yield fresh
-    finally:
         ARTIFACTS.mkdir(exist_ok=True)
-        name = f"{request.module.__name__.rsplit('.', 1)[-1]}-{request.node.originalname}"
-        fresh.screenshot(path=ARTIFACTS / f"{name}-{stack.backend}.png", full_page=True)
+        name = f"{Path(request.node.path).stem}-{request.node.originalname}-{stack.backend}"
+        fresh.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+    finally:
         context.close()
     assert not thrown, f"scripts on the page threw: {thrown}"
 
@@ -157,6 +158,7 @@ def test_the_media_page_flips_from_processing_to_ready_without_a_reload_when_the
     expect(output).to_have_attribute("href", OUTPUT["url"])
     expect(output).to_have_text(OUTPUT["url"])
     expect(page.locator("main")).to_have_attribute("data-status", READY)
+    expect(field(page, "status")).to_have_css("background-color", READY_GREEN)
     expect(field(page, "error")).to_be_hidden()
     expect(field(page, "connection")).to_have_text("live")
     assert_not_reloaded(page)
@@ -192,7 +194,8 @@ def test_after_a_web_restart_the_open_page_catches_up_on_what_changed_without_a_
     streams: list[Request] = []
     page.on("request", lambda request: "/api/stream" in request.url and streams.append(request))
     open_live(page, media)
-    [opening] = page.evaluate("window.__stream.events")
+    page.wait_for_function("window.__stream.events.length > 0", timeout=WAIT_MS)
+    [opening] = page.evaluate("window.__stream.events")  # the media as the stream opened
     seen = opening["id"]
     reason = f"changed while the web was down ({secrets.token_hex(3)})"
 
@@ -255,7 +258,7 @@ def test_another_users_media_is_not_found_as_404_json(stack: Stack, page: Page) 
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert body["error"] == "not_found" and body["message"], body
-    assert str(theirs.email) not in response.text()
+    assert theirs.email not in response.text()
     status = page.request.get(f"{stack.web_url}/api/media/{theirs.media_id}?token={token}")
     assert (status.status, status.json()["error"]) == (404, "not_found")
 
