@@ -45,14 +45,24 @@ class Plan:
     # End to end, per system: sending stops and results are taken when this much time has
     # passed since the first webhook of the burst, finished or not (0: wait for all).
     window: float = 45.0
-    live_samples: int = 100  # live: webhooks timed to the browser's DOM, idle and under load
-    live_streams: int = 1_000  # live: idle streams held while the webhook endpoint is loaded
+    # live: webhooks timed to the browser's DOM when idle (half as many under each load),
+    # idle streams held, and the seconds of each ingest run beside them (2 rounds)
+    live_samples: int = 100
+    live_streams: int = 1_000
+    live_ingest_seconds: float = 3.0
 
 
 PLANS = {
     "full": Plan("full", seconds=8, events=10_000, idle_events=100, fill=1_000_000, rounds=2),
     "quick": Plan(
-        "quick", seconds=2, events=1_000, idle_events=20, fill=100_000, window=10, live_samples=30
+        "quick",
+        seconds=2,
+        events=1_000,
+        idle_events=20,
+        fill=100_000,
+        window=10,
+        live_samples=30,
+        live_ingest_seconds=1.0,
     ),
     "smoke": Plan(
         "smoke",
@@ -64,6 +74,7 @@ PLANS = {
         window=20,
         live_samples=5,
         live_streams=100,
+        live_ingest_seconds=1.0,
     ),
 }
 

@@ -63,6 +63,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         p50 = e2e["ours"]["idle"]["receipt_to_done_ms"]["p50"]
         load = results["machine"]["load_average"][0]
         add("receipt-to-done p50 <= 50 ms (idle)", f"{p50:g} ms (load avg {load:g})", p50 <= 50)
+    _live_targets(results.get("live"), add)
     for backend, sizes in results.get("table_size", {}).items():
         empty, full = (sizes[k]["runs"] for k in sorted(sizes, key=int))
         ratios = {c: _ratio(full[c]["rps"], empty[c]["rps"]) for c in empty}
@@ -73,6 +74,45 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             min(ratios.values()) >= 0.9,
         )
     return found
+
+
+def _live_targets(live: dict[str, Any] | None, add: Any) -> None:
+    """The live-updates issue's targets: webhook to screen when idle, and idle streams that
+    cost the webhook endpoint no more than a tenth of its throughput."""
+    if not live:
+        return
+    idle = live.get("screen", {}).get("idle")
+    if idle:
+        latency, shown = idle["post_to_dom_ms"], f"{idle['updated']}/{idle['sent']} shown"
+        add(
+            "live: webhook POST -> DOM p50 <= 50 ms (idle)",
+            f"{latency['p50']:g} ms ({shown})",
+            latency["p50"] <= 50 and idle["updated"] == idle["sent"] > 0,
+        )
+        add(
+            "live: webhook POST -> DOM p99 <= 250 ms (idle)",
+            f"{latency['p99']:g} ms ({shown})",
+            latency["p99"] <= 250 and idle["updated"] == idle["sent"] > 0,
+        )
+    streams = live.get("streams")
+    if streams:
+        count = streams["streams"]
+        opened = streams["opened"]["ok"]
+        ended = streams["held"]["ended_by_server"]
+        add(
+            f"live: {count:,} idle streams held (200 + retry:, none ended)",
+            f"{opened:,}/{count:,} opened, {ended} ended by the server",
+            opened == count and ended == 0,
+        )
+        without, with_ = streams["runs"]["without"], streams["runs"]["with"]
+        ratios = {c: _ratio(with_[c]["rps"], without[c]["rps"]) for c in without}
+        p99 = ", ".join(f"{with_[c]['p99_ms']:g} vs {without[c]['p99_ms']:g}" for c in without)
+        shown = ", ".join(f"{r:g}x @{c}" for c, r in ratios.items())
+        add(
+            f"live: ingest with {count:,} streams >= 0.9x without",
+            f"{shown} (p99 {p99} ms)",
+            min(ratios.values()) >= 0.9,
+        )
 
 
 def render(results: dict[str, Any]) -> str:
@@ -96,6 +136,8 @@ def render(results: dict[str, Any]) -> str:
         sections.append(_size_section(backend, sizes))
     if "e2e" in results:
         sections.append(_e2e_section(results["e2e"]))
+    if "live" in results:
+        sections.extend(_live_sections(results["live"]))
     rss = _rss_rows(results)
     if rss:
         sections.append(
@@ -104,7 +146,7 @@ def render(results: dict[str, Any]) -> str:
         )
     targets = [[t["target"], t["measured"], _mark(t["met"])] for t in results["targets"]]
     sections.append(
-        "TARGETS (issue 5; reported, never enforced)\n"
+        "TARGETS (issue 5 and the live updates'; reported, never enforced)\n"
         + _table(["target", "measured", "met"], targets)
     )
     return "\n\n".join(sections)
@@ -162,6 +204,171 @@ def _e2e_section(e2e: dict[str, Any]) -> str:
     if profile:
         lines.append(_profile("our worker, during its burst (slowed by the sampling)", profile))
     return "\n".join(lines)
+
+
+def _live_sections(live: dict[str, Any]) -> list[str]:
+    sections = []
+    screen = live.get("screen")
+    if screen:
+        clock = screen["clock_offset_ms"]
+        worker = screen["worker"]
+        rate = f"{live['background_rate']:g}/s"
+        lines = [
+            f"LIVE UPDATES ({live['database']}): webhook POST -> the browser's DOM updated; "
+            f"{screen['browser']}, one media page at a time, timed by its `ittybit:media` "
+            f"event; our web ({live['web_workers']} workers), worker {worker['pool']} "
+            f"x{worker['concurrency']}, emulator; page clock - ours {clock['offset']:+g} ms "
+            f"(+-{clock['plus_minus']:g})"
+        ]
+        header = ["phase", "sent", "shown", "POST->DOM p50/p99 ms", "max ms"]
+        header += ["POST->stored", "->listener done", "->SSE p50/p99", "->DOM"]
+        header += ["background"]
+        header += ["CPU s web/worker/db/browser/elsewhere"]
+        rows = []
+        names = {"warmup": "warm-up", "idle": "idle"}
+        for phase in ("warmup", "idle", *live.get("loads", {})):
+            r = screen.get(phase)
+            if not r:
+                continue
+            split = r.get("split_ms") or {}
+            rows.append(
+                [
+                    names.get(phase, f"{rate} {phase}"),
+                    r["sent"] if r["sent"] == r["asked"] else f"{r['sent']} of {r['asked']}",
+                    r["updated"],
+                    _pair(r["post_to_dom_ms"]),
+                    r["max_ms"],
+                    _p50(split.get("post_to_stored")),
+                    _p50(split.get("stored_to_listener_done")),
+                    _pair(split.get("listener_done_to_sse")),
+                    _p50(split.get("sse_to_dom")),
+                    _background(r.get("background")),
+                    _split_cpu(
+                        r.get("cpu_s", {}), ("web", "worker", "database", "browser", "elsewhere")
+                    ),
+                ]
+            )
+        lines.append(_table(header, rows))
+        lines.append(
+            "  (the split, in medians but for ->SSE: the web stored the event (received_at); "
+            "UpdateMediaRecord finished (finished_at, before its commit); a plain SSE client "
+            "beside the page got the update (its stream may be held by another web worker "
+            "than the page's, so ->DOM can come out below 0); the page applied it. "
+            "background: webhooks/s sent for other media, and how many of them the worker had "
+            "applied when the samples ended)"
+        )
+        for kind, what in live.get("loads", {}).items():
+            lines.append(f"  {rate} {kind}: {what}")
+        lines.append(
+            f"  warm-up: the first {screen.get('warmup', {}).get('sent', 0)} samples, left out "
+            "of idle; slowest sample of each phase, ms after its POST:"
+        )
+        for phase in ("warmup", "idle", *live.get("loads", {})):
+            samples = screen.get(phase, {}).get("split_ms", {}).get("samples")
+            if samples:
+                worst = max(samples, key=lambda x: x["dom"])
+                marks = ", ".join(
+                    f"{k.replace('_', ' ')} {worst[k]:g}"
+                    for k in ("stored", "listener_done", "sse", "dom")
+                    if k in worst
+                )
+                lines.append(
+                    f"    {names.get(phase, phase)}: #{worst['n']} of {len(samples)}: {marks}"
+                )
+        for phase in ("idle", *live.get("loads", {})):
+            missed = screen.get(phase, {}).get("missed")
+            if missed:
+                lines.append(f"  {phase}: not shown within 10 s: {', '.join(missed[:5])}")
+        sections.append("\n".join(lines))
+    streams = live.get("streams")
+    if streams:
+        sections.append(_streams_section(streams, live["web_workers"]))
+    return sections
+
+
+def _streams_section(streams: dict[str, Any], web_workers: int) -> str:
+    count = streams["streams"]
+    opened, held = streams["opened"], streams["held"]
+    lines = [
+        f"IDLE STREAMS: two webs like ours ({web_workers} workers, no worker: as in ingest), up "
+        f"at once; one holds {count:,} SSE streams (one user and token each, ?token=, an "
+        "asyncio client), the other none; runs alternate, the best round of each kept"
+    ]
+    per_worker = [
+        n - opened["web_sockets"]["before"].get(pid, 0)
+        for pid, n in opened["web_sockets"]["with"].items()
+    ]
+    others = {k: v for k, v in opened["outcomes"].items() if k != "ok"}
+    gone = held.get("closed_in_s", -1)
+    lines.append(
+        f"  opened: {opened['ok']:,}/{opened['asked']:,} answered 200 and began with `retry:`, "
+        f"in {opened['seconds']:g} s (each p50/p99 {_pair(opened['open_ms'])} ms, "
+        f"{opened.get('at_once', '?')} at a time){'; ' + str(others) if others else ''}; "
+        f"new sockets per web worker {'/'.join(map(str, per_worker))}"
+    )
+    lines.append(
+        f"  held {held['seconds']:g} s: {held['ended_by_server']} ended by the server, "
+        f"{held['heartbeats']} heartbeats received; "
+        + (
+            f"the web's sockets closed {gone:g} s after the client closed its own"
+            if gone >= 0
+            else "the web's sockets NOT closed 10 s after the client closed its own"
+        )
+    )
+    rss = {k: streams[f"rss_mb_{k}"] for k in ("before", "opened", "after")}
+    w = {k: v["with"]["total_mb"] for k, v in rss.items()}
+    o = {k: v["without"]["total_mb"] for k, v in rss.items()}
+    per = (w["opened"] - w["before"]) * 1024 / max(count, 1)
+    lines.append(
+        f"  web RSS now (VmRSS, master + workers, MiB), before / streams opened / after ingest:"
+        f" with streams {w['before']:g} / {w['opened']:g} / {w['after']:g} "
+        f"({per:+.1f} KiB per stream); without {o['before']:g} / {o['opened']:g} / {o['after']:g}"
+    )
+    header = ["ingest", "conc", "req/s", "p50 ms", "p99 ms", "failed", "stored"]
+    header += ["CPU ms/req", "web/db/redis", "CPU s elsewhere", "rounds req/s"]
+    rows: list[list[Any]] = []
+    for label, key in (("without", "without"), (f"with {count:,}", "with")):
+        for c, r in streams["runs"][key].items():
+            cpu = r.get("cpu_ms_per_request") or {}
+            rows.append(
+                [
+                    label,
+                    c,
+                    f"{r['rps']:.0f}",
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["non_2xx"] + r["errors"],
+                    r.get("stored", ""),
+                    cpu.get("total", "?"),
+                    _split_cpu(cpu, ("web", "database", "broker")),
+                    r.get("cpu_s_elsewhere", "?"),
+                    "/".join(f"{x:.0f}" for x in r.get("rounds_rps", [])),
+                ]
+            )
+    for c in streams["runs"]["without"]:
+        ratio = _ratio(streams["runs"]["with"][c]["rps"], streams["runs"]["without"][c]["rps"])
+        rows.append(["with/without", c, f"{ratio}x", *[""] * 8])
+    lines.append(_table(header, rows))
+    lines.append(
+        "  (CPU s elsewhere: the machine's busy time not spent by the web under load, its "
+        "database or Redis: wrk, the bench, the other web, anyone else's processes)"
+    )
+    return "\n".join(lines)
+
+
+def _pair(p: dict[str, float] | None) -> str:
+    return f"{p['p50']:g} / {p['p99']:g}" if p else "-"
+
+
+def _p50(p: dict[str, float] | None) -> str:
+    return f"{p['p50']:g}" if p else "-"
+
+
+def _background(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "-"
+    failed = b["non_2xx"] + b["errors"]
+    return f"{b['rate']:g}/s, {b['applied']}/{b['sent']}" + (f", {failed} failed" if failed else "")
 
 
 def _e2e_counts(e2e: dict[str, Any]) -> list[str]:
@@ -267,6 +474,11 @@ def _rss_rows(results: dict[str, Any]) -> list[list[Any]]:
     for system, data in results.get("e2e", {}).items():
         for proc, rss in data["peak_rss"].items():
             add(f"{proc} ({system}, end to end)", rss)
+    live = results.get("live", {})
+    for label, rss in live.get("streams", {}).get("peak_rss", {}).items():
+        add(f"web (ours, live, {label} streams)", rss)
+    for proc, rss in live.get("screen", {}).get("peak_rss", {}).items():
+        add(f"{proc} (ours, live updates)", rss)
     return rows
 
 

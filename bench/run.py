@@ -1,6 +1,6 @@
 """Benchmark our durable webhook pipeline beside the tutorial's, on loopback.
 
-    .venv/bin/python bench/run.py            # the full run, under 5 minutes
+    .venv/bin/python bench/run.py            # the full run, about 6 minutes
     .venv/bin/python bench/run.py --quick    # about a minute, for development
     .venv/bin/python bench/run.py --smoke    # seconds: does every part still run?
 
