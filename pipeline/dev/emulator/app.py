@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from pipeline.dev.emulator.jobs import (
@@ -75,9 +76,23 @@ def get_job(job_id: str) -> Response:
 
 
 def download(name: str) -> Response:
-    """Stand-in bytes, so an output URL can be fetched (e.g. as a thumbnail job's input)."""
+    """Stand-in bytes, so an output URL can be fetched (e.g. as a thumbnail job's input).
+    An image is an SVG placeholder whatever its extension, so a page shows a picture."""
     kind = _FILE_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    if kind.startswith("image/"):
+        return Response(_PLACEHOLDER.format(name=escape(name)), mimetype="image/svg+xml")
     return Response(f"emulated {name}\n".encode(), mimetype=kind)
+
+
+_PLACEHOLDER = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="360">'
+    '<defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1">'
+    '<stop offset="0" stop-color="#5b5bd6"/><stop offset="1" stop-color="#e5484d"/>'
+    '</linearGradient></defs><rect width="640" height="360" fill="url(#g)"/>'
+    '<polygon points="290,140 290,220 356,180" fill="#fff" opacity=".9"/>'
+    '<text x="320" y="300" font-family="sans-serif" font-size="20" fill="#fff" '
+    'text-anchor="middle">{name}</text></svg>\n'
+)
 
 
 def _authorize() -> None:
