@@ -30,6 +30,7 @@ from pipeline.errors import (
     Skip,
 )
 from pipeline.events import parse
+from pipeline.lease import LeaseKeeper
 from pipeline.listener import Context, Listener
 from pipeline.models import RunState, utcnow
 from pipeline.registry import Registry
@@ -61,6 +62,7 @@ class Runner:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.registry = registry
+        self.leases = LeaseKeeper(engine, settings.lease_seconds)
         self._ittybit: IttybitClient | None = None
 
     def ittybit(self) -> IttybitClient:
@@ -72,11 +74,16 @@ class Runner:
 
     def after_fork(self) -> None:
         self._ittybit = None
+        self.leases.after_fork()
 
     def execute(self, run_id: int) -> Outcome:
         claim = self.claim(run_id)
         if claim is None:
             return Outcome(None, "finished, or held by a live claim")
+        with self.leases.kept(claim):
+            return self._attempt(claim)
+
+    def _attempt(self, claim: Claim) -> Outcome:
         try:
             listener = self.registry.get(claim.listener)
         except ConfigError as exc:  # its module was removed or renamed since the event came

@@ -9,7 +9,9 @@
 
 The attempt number is a fencing token: an outcome is recorded only while the run is still
 `running` under the same attempt, so a run the relay took back records nothing for its
-old holder. The statements are built once; SQLAlchemy reuses their compiled form.
+old holder. A `running` run's lease is short and renewed while its worker lives
+(lease.py), so a dead worker's run is back in line within seconds. The statements are
+built once; SQLAlchemy reuses their compiled form.
 """
 
 from __future__ import annotations
@@ -152,6 +154,24 @@ def record(
         params["result"] = result
         statement = _RECORD_END
     return bool(conn.execute(statement, params).rowcount)
+
+
+# --- the lease: renewed while the attempt runs (lease.py) ------------------------------------
+
+_RENEW = _STILL_OURS.values(lease_expires_at=bindparam("lease", type_=UTCDateTime))
+
+
+def renew(engine: Engine, claims: list[Claim], lease_seconds: float) -> set[int]:
+    """Extend the leases of `claims` still ours to `lease_seconds` from now; the ids of
+    those that were taken over (their outcome will be refused: runs.record)."""
+    lease = utcnow() + timedelta(seconds=lease_seconds)
+    lost = set()
+    with engine.begin() as conn:
+        for claim in claims:
+            params = {"run_id": claim.run_id, "attempt": claim.attempt, "lease": lease}
+            if not conn.execute(_RENEW, params).rowcount:
+                lost.add(claim.run_id)
+    return lost
 
 
 # --- the relay: due runs back in line -------------------------------------------------------

@@ -44,6 +44,7 @@ ENVIRONMENT: dict[str, str] = {
 }
 # Variables that are not ours but say where we run (a Heroku dyno is one of many hosts).
 PLATFORM = ("DYNO",)
+MIN_LEASE_SECONDS = 3.0
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
 _SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets"})
 _URL_FIELDS = frozenset({"database_url", "broker_url"})
@@ -104,9 +105,9 @@ class Settings:
     mail_from: str = "ittybit-pipeline@localhost"
     max_body_bytes: int = 1024 * 1024
     broker_folder: str = "var/broker"
-    # Seconds a claimed run may stay `running` before the relay takes it back; longer
-    # than the task hard time limit so a live worker is never overtaken.
-    lease_seconds: float = 330.0
+    # Seconds a claimed run stays `running` without news from its worker before the relay
+    # takes it back; the worker renews it every third of that while the listener runs.
+    lease_seconds: float = 10.0
     task_time_limit: float = 300.0
     # How long a published run may wait for a worker before the relay re-publishes it.
     redeliver_after: float = 60.0
@@ -148,7 +149,7 @@ class Settings:
             mail_from=env.get("MAIL_FROM") or "ittybit-pipeline@localhost",
             max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1024 * 1024)),
             broker_folder=str(var / "broker"),
-            lease_seconds=_number(env, "RUN_LEASE_SECONDS", 330.0),
+            lease_seconds=_number(env, "RUN_LEASE_SECONDS", 10.0),
             task_time_limit=_number(env, "TASK_TIME_LIMIT", 300.0),
             redeliver_after=_number(env, "REDELIVER_AFTER", 60.0),
             relay_interval=_number(env, "RELAY_INTERVAL", 5.0),
@@ -244,10 +245,11 @@ class Settings:
 
     def check_invariants(self, backoff_cap: float) -> None:
         """Refuse a configuration where the broker would redeliver a task still running."""
-        if not self.lease_seconds > self.task_time_limit:
+        if not self.lease_seconds >= MIN_LEASE_SECONDS:
             raise ConfigError(
-                f"RUN_LEASE_SECONDS ({self.lease_seconds:g}) must exceed TASK_TIME_LIMIT "
-                f"({self.task_time_limit:g}), or the relay re-runs work still in progress"
+                f"RUN_LEASE_SECONDS ({self.lease_seconds:g}) must be at least "
+                f"{MIN_LEASE_SECONDS:g}: the worker renews it every third of it, and a renewal "
+                "slower than that would let the relay re-run work still in progress"
             )
         limit = max(self.task_time_limit, backoff_cap)
         if not self.uses_filesystem_broker and limit >= self.visibility_timeout:

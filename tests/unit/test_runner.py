@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -10,10 +11,12 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from pipeline import runs
 from pipeline.app.media import find_media
 from pipeline.errors import PermanentError, RetryableError, Skip
 from pipeline.events import Event
 from pipeline.inbox import receive
+from pipeline.lease import LeaseKeeper
 from pipeline.listener import Context, Listener, RetryPolicy
 from pipeline.models import ListenerRun, User, utcnow
 from pipeline.registry import Registry
@@ -341,3 +344,39 @@ def test_a_run_taken_over_meanwhile_loses_its_lease_and_its_writes(
     assert (run.state, run.attempts) == ("running", 2)  # the new holder's claim stands
     assert run.result is None
     assert users(engine) == []  # its writes were rolled back
+
+
+# --- the lease: renewed while the attempt runs ------------------------------------------
+
+
+def test_a_lease_is_renewed_while_its_run_is_held_and_left_to_run_out_after(
+    runner: Runner, run_of: Callable[..., int], engine: Engine
+) -> None:
+    keeper = LeaseKeeper(engine, lease_seconds=0.6)  # renewed every 0.2 s
+    claim = runs.claim(engine, run_of("writer"), lease_seconds=0.6)
+    assert claim is not None
+
+    with keeper.kept(claim):
+        first = load(engine, claim.run_id).lease_expires_at
+        time.sleep(1.0)  # past the first lease
+        renewed, checked = load(engine, claim.run_id).lease_expires_at, utcnow()
+    time.sleep(0.5)
+    after = load(engine, claim.run_id).lease_expires_at
+
+    assert first is not None and renewed is not None and after is not None
+    assert renewed > first + timedelta(seconds=0.5)
+    assert renewed > checked  # never ran out while held
+    assert after - renewed < timedelta(seconds=0.3)  # no renewal once the block ended
+
+
+def test_a_renewal_leaves_a_run_taken_over_to_its_new_holder(
+    runner: Runner, run_of: Callable[..., int], engine: Engine
+) -> None:
+    claim = runner.claim(run_of("writer"))
+    assert claim is not None
+    set_run(engine, claim.run_id, attempts=claim.attempt + 1)  # the relay gave it to another
+
+    lost = runs.renew(engine, [claim], lease_seconds=60)
+
+    assert lost == {claim.run_id}
+    assert load(engine, claim.run_id).lease_expires_at < utcnow() + timedelta(seconds=60)
