@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -134,14 +134,24 @@ def relay_once(engine: Engine, publisher: Publisher, redeliver_after: float) -> 
 
 
 def run_forever(
-    engine: Engine, publisher: Publisher, redeliver_after: float, interval: float
+    engine: Engine,
+    publisher: Publisher,
+    redeliver_after: float,
+    interval: float,
+    housekeeping: Callable[[], None] | None = None,
+    housekeeping_interval: float = 0.0,
 ) -> NoReturn:
-    """The relay process: a pass every `interval` seconds, outliving database outages."""
+    """The relay process: a pass every `interval` seconds, outliving database outages;
+    `housekeeping` (retention) every `housekeeping_interval` seconds, if given."""
+    next_housekeeping = time.monotonic() + min(housekeeping_interval, 60.0)
     while True:
         try:
             published = relay_once(engine, publisher, redeliver_after)
             if published:
                 log.info("relay published %d run(s)", published)
+            if housekeeping and housekeeping_interval and time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + housekeeping_interval
+                housekeeping()
         except SQLAlchemyError as exc:
             # The runs wait in the database; the first pass after it is back publishes them.
             log.warning("relay: database unavailable (%s); trying again", type(exc).__name__)

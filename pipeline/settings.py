@@ -36,6 +36,9 @@ ENVIRONMENT: dict[str, str] = {
     "SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "DATABASE_WRITE_TIMEOUT": "database_write_timeout",
     "CELERY_TASK_EVENTS": "task_events",
+    "RETAIN_SUCCEEDED_DAYS": "retain_succeeded_days",
+    "RETAIN_FAILED_DAYS": "retain_failed_days",
+    "PRUNE_INTERVAL": "prune_interval",
     "LIVE_TOKEN_SECRET": "live_token_secrets",
     "LIVE_MAX_STREAMS": "live_max_streams",
     "LIVE_HEARTBEAT": "live_heartbeat",
@@ -120,6 +123,12 @@ class Settings:
     database_write_timeout: float = 3.0
     # Celery task events from the start (Flower turns them on by itself when it runs).
     task_events: bool = False
+    # Retention (pipeline/prune.py): finished events and their runs are deleted after
+    # these many days (dead letters after the second); the relay prunes every
+    # `prune_interval` seconds (0: only `pipeline prune` does).
+    retain_succeeded_days: float = 7.0
+    retain_failed_days: float = 30.0
+    prune_interval: float = 3600.0
     # Signs the live stream's tokens; comma-separated, newest first, to rotate. Unset: off.
     live_token_secrets: tuple[str, ...] = ()
     # Streams one web process holds; past it a new one is answered 503 (the client retries).
@@ -159,6 +168,9 @@ class Settings:
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
             database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
             task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
+            retain_succeeded_days=_number(env, "RETAIN_SUCCEEDED_DAYS", 7.0),
+            retain_failed_days=_number(env, "RETAIN_FAILED_DAYS", 30.0),
+            prune_interval=_number(env, "PRUNE_INTERVAL", 3600.0),
             live_token_secrets=_list(env, "LIVE_TOKEN_SECRET"),
             live_max_streams=int(_number(env, "LIVE_MAX_STREAMS", 2000)),
             live_heartbeat=_number(env, "LIVE_HEARTBEAT", 15.0),
