@@ -138,20 +138,20 @@ def run_forever(
     publisher: Publisher,
     redeliver_after: float,
     interval: float,
-    housekeeping: Callable[[], None] | None = None,
-    housekeeping_interval: float = 0.0,
+    chores: Sequence[tuple[Callable[[], None], float]] = (),
 ) -> NoReturn:
     """The relay process: a pass every `interval` seconds, outliving database outages;
-    `housekeeping` (retention) every `housekeeping_interval` seconds, if given."""
-    next_housekeeping = time.monotonic() + min(housekeeping_interval, 60.0)
+    each chore (reconciliation, retention) every its own seconds (0: never)."""
+    due = [time.monotonic() + min(every, 60.0) for _, every in chores]
     while True:
         try:
             published = relay_once(engine, publisher, redeliver_after)
             if published:
                 log.info("relay published %d run(s)", published)
-            if housekeeping and housekeeping_interval and time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + housekeeping_interval
-                housekeeping()
+            for i, (chore, every) in enumerate(chores):
+                if every and time.monotonic() >= due[i]:
+                    due[i] = time.monotonic() + every
+                    chore()
         except SQLAlchemyError as exc:
             # The runs wait in the database; the first pass after it is back publishes them.
             log.warning("relay: database unavailable (%s); trying again", type(exc).__name__)

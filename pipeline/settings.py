@@ -36,6 +36,8 @@ ENVIRONMENT: dict[str, str] = {
     "SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "DATABASE_WRITE_TIMEOUT": "database_write_timeout",
     "CELERY_TASK_EVENTS": "task_events",
+    "RECONCILE_AFTER": "reconcile_after",
+    "RECONCILE_INTERVAL": "reconcile_interval",
     "RETAIN_SUCCEEDED_DAYS": "retain_succeeded_days",
     "RETAIN_FAILED_DAYS": "retain_failed_days",
     "PRUNE_INTERVAL": "prune_interval",
@@ -123,6 +125,11 @@ class Settings:
     database_write_timeout: float = 3.0
     # Celery task events from the start (Flower turns them on by itself when it runs).
     task_events: bool = False
+    # Reconciliation (pipeline/reconcile.py): a job unfinished this long after its media
+    # last changed, with no terminal webhook, is asked about; the relay looks every
+    # `reconcile_interval` seconds (0: only `pipeline reconcile` does).
+    reconcile_after: float = 600.0
+    reconcile_interval: float = 60.0
     # Retention (pipeline/prune.py): finished events and their runs are deleted after
     # these many days (dead letters after the second); the relay prunes every
     # `prune_interval` seconds (0: only `pipeline prune` does).
@@ -168,6 +175,8 @@ class Settings:
             ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
             database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
             task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
+            reconcile_after=_number(env, "RECONCILE_AFTER", 600.0),
+            reconcile_interval=_number(env, "RECONCILE_INTERVAL", 60.0),
             retain_succeeded_days=_number(env, "RETAIN_SUCCEEDED_DAYS", 7.0),
             retain_failed_days=_number(env, "RETAIN_FAILED_DAYS", 30.0),
             prune_interval=_number(env, "PRUNE_INTERVAL", 3600.0),

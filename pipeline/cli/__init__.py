@@ -1,5 +1,6 @@
 """The `pipeline` command. Operating a deployment (`cli/ops.py`): db, listeners, events,
-runs, replay, relay, token. Developing against it (`cli/dev.py`): emulator, send, submit, demo."""
+runs, replay, relay, token; keeping the ledger (`cli/upkeep.py`): reconcile, prune.
+Developing against it (`cli/dev.py`): emulator, send, submit, demo."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from pipeline import logs
-from pipeline.cli import dev, ops
+from pipeline.cli import dev, ops, upkeep
 from pipeline.errors import PipelineError
 from pipeline.runtime import Runtime
 
@@ -33,5 +34,5 @@ def main(ctx: click.Context) -> None:
     logs.configure(ctx.obj.settings.log_level)
 
 
-for command in (*ops.COMMANDS, *dev.COMMANDS):
+for command in (*ops.COMMANDS, *upkeep.COMMANDS, *dev.COMMANDS):
     main.add_command(command)

@@ -4,24 +4,21 @@ ledger (events, runs), replaying dead letters, the relay, retention, and live to
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
+from pipeline.cli import upkeep
 from pipeline.cli.output import json_option, show
 from pipeline.errors import DatabaseUnavailable
 from pipeline.live import tokens
 from pipeline.migrate import upgrade
 from pipeline.models import ListenerRun, RunState, WebhookEvent
 from pipeline.outbox import relay_once, replay, run_forever
-from pipeline.prune import Cutoffs, count, prune
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -176,55 +173,16 @@ def relay(runtime: Runtime, once: bool, interval: float | None) -> None:
             runtime.publisher,
             settings.redeliver_after,
             pause,
-            housekeeping=lambda: _prune_quietly(runtime),
-            housekeeping_interval=settings.prune_interval,
+            chores=[
+                (lambda: upkeep.reconcile_quietly(runtime), settings.reconcile_interval),
+                (lambda: upkeep.prune_quietly(runtime), settings.prune_interval),
+            ],
         )
     try:
         published = relay_once(runtime.engine, runtime.publisher, settings.redeliver_after)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
     click.echo(f"relay: published {published} run(s)")
-
-
-@click.command("prune")
-@click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
-@click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True)
-@pass_runtime
-def prune_command(runtime: Runtime, dry_run: bool, batch: int) -> None:
-    """Delete finished events and their runs past RETAIN_SUCCEEDED_DAYS (dead letters:
-    RETAIN_FAILED_DAYS), in batches; never an event with a run still to do."""
-    settings = runtime.settings
-    cutoffs = Cutoffs.of(settings.retain_succeeded_days, settings.retain_failed_days)
-    due = count(runtime.engine, cutoffs)
-    kept = (
-        f"kept: {settings.retain_succeeded_days:g} days, "
-        f"dead letters {settings.retain_failed_days:g}"
-    )
-    if dry_run:
-        click.echo(f"would delete {due.events} event(s) and {due.runs} run(s) ({kept})")
-        return
-    with Progress(
-        TextColumn("pruning"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not sys.stderr.isatty() or not due.events,
-    ) as bar:
-        task = bar.add_task("events", total=due.events)
-        done = prune(
-            runtime.engine, cutoffs, batch, lambda so_far: bar.update(task, completed=so_far.events)
-        )
-    click.echo(f"deleted {done.events} event(s) and {done.runs} run(s) ({kept})")
-
-
-def _prune_quietly(runtime: Runtime) -> None:
-    """The relay's periodic retention pass: logged, never printed."""
-    settings = runtime.settings
-    cutoffs = Cutoffs.of(settings.retain_succeeded_days, settings.retain_failed_days)
-    done = prune(runtime.engine, cutoffs)
-    if done.events:
-        log.info("pruned %d event(s) and %d run(s) past retention", done.events, done.runs)
 
 
 @click.command()
@@ -242,4 +200,12 @@ def token(runtime: Runtime, email: str, ttl: int) -> None:
     click.echo(tokens.mint(email, runtime.settings.live_token_secrets, ttl))
 
 
-COMMANDS = [db, listeners, events, runs, replay_command, relay, prune_command, token]
+COMMANDS = [
+    db,
+    listeners,
+    events,
+    runs,
+    replay_command,
+    relay,
+    token,
+]

@@ -414,7 +414,12 @@ def test_faults_can_be_listed_and_cleared(emu: Emu) -> None:
     emu.control("POST", "faults", [{"status": 500, "count": 3}, {"fail_jobs": 2}])
     pending = emu.control("GET", "faults")
     assert (pending["rules"][0]["count"], pending["fail_jobs"]) == (3, 2)
-    assert emu.control("DELETE", "faults") == {"rules": [], "fail_jobs": 0, "delivery_failures": 0}
+    assert emu.control("DELETE", "faults") == {
+        "rules": [],
+        "fail_jobs": 0,
+        "delivery_failures": 0,
+        "lost_deliveries": 0,
+    }
     assert emu.post(VIDEO).status_code == 201
 
 

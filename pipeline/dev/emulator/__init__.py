@@ -18,6 +18,7 @@ Per job, `options.emulator` (echoed back like any option):
   shape: "A"|"B"|"C"      payload shape of its webhooks (default: --shape)
   delay: seconds          time from queued to the end (default: --delay)
   processing_webhook: true  also deliver the `processing` status
+  deliver: false          its final webhook is never sent (logged as "lost")
 
 Control endpoints for tests (no auth):
   POST /_emulator/faults   {"status": 500|429|400|..., "count": K, "retry_after": s,
@@ -28,6 +29,7 @@ Control endpoints for tests (no auth):
                            is replaced (a lost response). Only "hang": a slow, normal answer.
                            {"fail_jobs": K, "error": "reason"}  the next K jobs created fail
                            {"delivery_failures": N}  the next N delivery attempts fail
+                           {"lost_deliveries": N}  the next N jobs to end send no webhook
   GET|DELETE /_emulator/faults   pending faults / clear them
   GET /_emulator/requests        every API call: method, path, headers, json, answer status
   GET /_emulator/deliveries      every delivery attempt (?job_id= filters)

@@ -108,11 +108,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _emulator_options(options: dict[str, Any]) -> dict[str, Any]:
-    """`options.emulator`: fail, shape, delivery_failures, delay, processing_webhook."""
+    """`options.emulator`: fail, shape, delivery_failures, delay, processing_webhook, deliver."""
     extra = options.get("emulator") or {}
     if not isinstance(extra, dict):
         raise invalid("'options.emulator' must be an object")
-    unknown = set(extra) - {"fail", "shape", "delivery_failures", "delay", "processing_webhook"}
+    known = {"fail", "shape", "delivery_failures", "delay", "processing_webhook", "deliver"}
+    unknown = set(extra) - known
     if unknown:
         raise invalid(f"unknown 'options.emulator' keys: {', '.join(sorted(unknown))}")
     if "fail" in extra and not (isinstance(extra["fail"], str) and extra["fail"]):
@@ -125,8 +126,9 @@ def _emulator_options(options: dict[str, Any]) -> dict[str, Any]:
     delay = extra.get("delay", 0)
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 3600:
         raise invalid("'options.emulator.delay' must be seconds from 0 to 3600")
-    if not isinstance(extra.get("processing_webhook", False), bool):
-        raise invalid("'options.emulator.processing_webhook' must be true or false")
+    for flag in ("processing_webhook", "deliver"):
+        if not isinstance(extra.get(flag, False), bool):
+            raise invalid(f"'options.emulator.{flag}' must be true or false")
     return extra
 
 
@@ -184,7 +186,7 @@ def validate_fault(body: Any) -> dict[str, Any]:
     count = body.get("count", 1)
     if not (_is_int(count) and count > 0):
         raise invalid("'count' must be a whole number > 0")
-    if "fail_jobs" in body or "delivery_failures" in body:
+    if "fail_jobs" in body or "delivery_failures" in body or "lost_deliveries" in body:
         return _counter_fault(body)
     status, hang = body.get("status"), body.get("hang", 0)
     if status is not None and not (_is_int(status) and 400 <= status <= 599):
@@ -192,7 +194,9 @@ def validate_fault(body: Any) -> dict[str, Any]:
     if isinstance(hang, bool) or not isinstance(hang, int | float) or not 0 <= hang <= 600:
         raise invalid("'hang' must be seconds from 0 to 600")
     if status is None and not hang:
-        raise invalid("a fault needs 'status', 'hang', 'fail_jobs' or 'delivery_failures'")
+        raise invalid(
+            "a fault needs 'status', 'hang', 'fail_jobs', 'delivery_failures' or 'lost_deliveries'"
+        )
     retry_after = body.get("retry_after", 1 if status == 429 else None)
     rule = {
         "status": status,
@@ -208,7 +212,7 @@ def validate_fault(body: Any) -> dict[str, Any]:
 
 
 def _counter_fault(body: dict[str, Any]) -> dict[str, Any]:
-    for name in ("fail_jobs", "delivery_failures"):
+    for name in ("fail_jobs", "delivery_failures", "lost_deliveries"):
         value = body.get(name, 0)
         if not (_is_int(value) and value >= 0):
             raise invalid(f"'{name}' must be a whole number >= 0")
@@ -216,6 +220,7 @@ def _counter_fault(body: dict[str, Any]) -> dict[str, Any]:
         "fail_jobs": body.get("fail_jobs", 0),
         "error": str(body.get("error") or "emulated failure"),
         "delivery_failures": body.get("delivery_failures", 0),
+        "lost_deliveries": body.get("lost_deliveries", 0),
     }
 
 

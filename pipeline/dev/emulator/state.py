@@ -65,6 +65,7 @@ class Emulator:
         self._faults: list[dict[str, Any]] = []
         self._fail_jobs: list[str] = []  # reasons for the next jobs created
         self._delivery_failures = 0
+        self._lost_deliveries = 0  # the next job ends whose webhook is never sent
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
 
@@ -155,7 +156,14 @@ class Emulator:
                 else:
                     job.data.update(status="succeeded", output=output(job.data, job.files_url))
                 job.data.update(completed_at=at, updated_at=at)
-                wanted = True
+                wanted = job.request.emulator.get("deliver", True)
+                if wanted and self._lost_deliveries > 0:
+                    self._lost_deliveries -= 1
+                    wanted = False
+                if not wanted:  # a webhook that never arrives: only reconciliation finds it
+                    self.deliveries.append(
+                        {"job_id": job.data["id"], "status": job.data["status"], "outcome": "lost"}
+                    )
             delivery = self._delivery(job) if wanted and job.data["webhook_url"] else None
         if delivery is not None:
             self._attempt(delivery)
@@ -198,6 +206,7 @@ class Emulator:
             if "fail_jobs" in rule:
                 self._fail_jobs.extend([rule["error"]] * rule["fail_jobs"])
                 self._delivery_failures += rule["delivery_failures"]
+                self._lost_deliveries += rule["lost_deliveries"]
             else:
                 self._faults.append(rule)
 
@@ -207,11 +216,13 @@ class Emulator:
                 "rules": [dict(rule) for rule in self._faults],
                 "fail_jobs": len(self._fail_jobs),
                 "delivery_failures": self._delivery_failures,
+                "lost_deliveries": self._lost_deliveries,
             }
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults, self._fail_jobs, self._delivery_failures = [], [], 0
+            self._lost_deliveries = 0
 
     def take_fault(self, method: str, path: str) -> dict[str, Any] | None:
         """The first rule matching this request, its count used up by one."""
