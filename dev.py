@@ -8,7 +8,8 @@
     python3 dev.py lock          # re-resolve requirements.lock: upgrades happen on purpose
 
 `demo` and `test --unit` need nothing installed. The full `test` needs redis-server,
-PostgreSQL on 127.0.0.1:5432 trusting the user `postgres`, Debian's chromium at
+PostgreSQL on 127.0.0.1:5432 trusting the user `postgres`, RabbitMQ (its story runs on a
+vhost of its own), Debian's chromium at
 /usr/bin/chromium (the live page's browser tests), and root (the fault suite runs its own
 PostgreSQL as that user); it says in one line what is missing. Anything after the
 command goes to pytest (`python3 dev.py test --unit -k signing`) or bench/run.py.
@@ -59,6 +60,9 @@ def missing_for_full_suite() -> list[str]:
     missing = []
     if not shutil.which("redis-server"):
         missing.append("redis-server on PATH (Debian: apt-get install redis-server)")
+    rabbit = shutil.which("rabbitmqctl")
+    if not rabbit or subprocess.run([rabbit, "-q", "status"], capture_output=True).returncode:
+        missing.append("RabbitMQ answering `rabbitmqctl status` (Debian: rabbitmq-server)")
     if not os.access("/usr/bin/chromium", os.X_OK):
         missing.append("/usr/bin/chromium (Debian: apt-get install chromium)")
     reach = [

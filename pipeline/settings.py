@@ -229,6 +229,10 @@ class Settings:
         return self.broker_url.startswith("filesystem:")
 
     @property
+    def uses_amqp_broker(self) -> bool:
+        return self.broker_url.startswith(("amqp:", "amqps:", "pyamqp:"))
+
+    @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -262,6 +266,10 @@ class Settings:
                 "store_processed": False,
                 "polling_interval": 0.05,
             }
+        if self.uses_amqp_broker:
+            # Publisher confirms: a publish returns once RabbitMQ has the message, so the
+            # relay's "published" means stored; a refused one raises and the run waits.
+            return {"confirm_publish": True}
         return {"visibility_timeout": self.visibility_timeout}
 
     def check_invariants(self, backoff_cap: float) -> None:
@@ -273,7 +281,8 @@ class Settings:
                 "slower than that would let the relay re-run work still in progress"
             )
         limit = max(self.task_time_limit, backoff_cap)
-        if not self.uses_filesystem_broker and limit >= self.visibility_timeout:
+        redis = not (self.uses_filesystem_broker or self.uses_amqp_broker)
+        if redis and limit >= self.visibility_timeout:
             raise ConfigError(
                 f"BROKER_VISIBILITY_TIMEOUT ({self.visibility_timeout:g}s) must exceed the task "
                 f"time limit and every listener's backoff cap (largest: {limit:g}s), or Redis "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.stack import BACKENDS, REPO, Stack, start_stack
+from integration.stack import BACKENDS, REPO, Stack, rabbitmq_answers, start_stack
 
 from pipeline.dev.procs import LIVE
 
@@ -23,12 +23,35 @@ _offsets = pytest.StashKey[dict[str, int]]()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Stack:
     """The pipeline on SQLite and on PostgreSQL: Redis, emulator, web, worker (no relay).
     Tests use their own task ids, so they share a stack safely."""
-    running = start_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"))
+    running: Stack = request.getfixturevalue(f"{request.param}_stack")
+    return running
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack("sqlite", tmp_path_factory.mktemp("stack-sqlite"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack("postgresql", tmp_path_factory.mktemp("stack-postgresql"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """PostgreSQL with the machine's RabbitMQ as the broker (its own vhost), not Redis."""
+    if not rabbitmq_answers():
+        pytest.fail("RabbitMQ does not answer `rabbitmqctl status` (.ci/run starts it)")
+    running = start_stack(
+        "postgresql", tmp_path_factory.mktemp("stack-rabbitmq"), broker="rabbitmq"
+    )
     yield running
     running.stop()
 

@@ -30,6 +30,22 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"  # the machine's; each stack has a vhost
+
+
+def rabbitmq_answers() -> bool:
+    return (
+        subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True, check=False).returncode
+        == 0
+    )
+
+
+def rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}")
+
+
 # Variables that must not leak from the developer's shell into a stack: every one
 # Settings reads, and those of the Procfile and of gunicorn.
 OURS = (*ENVIRONMENT, "DYNO", "PORT", "WEB_CONCURRENCY", "WORKER_CONCURRENCY", "GUNICORN_CMD_ARGS")
@@ -88,6 +104,7 @@ class Stack:
     engine: Engine | None = None
     # How often each process had to be restarted after it died (see `supervise`).
     restarts: Counter[str] = field(default_factory=Counter)
+    vhost: str | None = None  # on RabbitMQ: this stack's own vhost of the machine's broker
 
     @property
     def db(self) -> Engine:
@@ -134,7 +151,7 @@ class Stack:
     def start_redis(self) -> None:
         """Start our Redis again on the same port: empty, as after a crash without
         persistence."""
-        if "redis" not in self.procs:
+        if "redis" not in self.procs and self.vhost is None:
             self.procs["redis"], _ = start_redis(self.logs, self.redis_port)
 
     def restart_redis(self) -> None:
@@ -259,6 +276,8 @@ class Stack:
                 proc.stop()
         for proc in self.procs.values():
             proc.stop()
+        if self.vhost is not None:
+            rabbitmqctl("delete_vhost", self.vhost)
         if self.engine is not None:
             self.engine.dispose()
         self.database.drop()
@@ -280,6 +299,7 @@ def start_stack(
     env: Mapping[str, str] | None = None,
     relay: bool = False,
     concurrency: int = 2,
+    broker: str = "redis",
 ) -> Stack:
     """Start everything (with the relay if asked; `env` adds variables, e.g.
     FAULT_TIMINGS); on any failure stop what was started and re-raise."""
@@ -293,6 +313,7 @@ def start_stack(
         web_url=f"http://127.0.0.1:{web_port}",
         emulator_url=f"http://127.0.0.1:{emulator_port}",
         secret=f"whsec_it_{secrets.token_hex(8)}",
+        vhost=f"pipeline_it_{secrets.token_hex(6)}" if broker == "rabbitmq" else None,
     )
     try:
         _start(stack, web_port, emulator_port, pythonpath, dict(env or {}), concurrency)
@@ -312,8 +333,13 @@ def _start(
     extra: dict[str, str],
     concurrency: int,
 ) -> None:
-    redis, broker_url = start_redis(stack.logs)
-    stack.procs["redis"] = redis
+    if stack.vhost is None:
+        redis, broker_url = start_redis(stack.logs)
+        stack.procs["redis"] = redis
+    else:
+        rabbitmqctl("add_vhost", stack.vhost)
+        rabbitmqctl("set_permissions", "-p", stack.vhost, "guest", ".*", ".*", ".*")
+        broker_url = f"{RABBITMQ}/{stack.vhost}"
     api_key = f"key_it_{secrets.token_hex(8)}"
     stack.env = pipeline_env(
         database_url=stack.database.url,

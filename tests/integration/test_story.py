@@ -1,5 +1,6 @@
 """The whole story through real processes: a finished video becomes a completed media row,
-one thumbnail job at (emulated) Ittybit, its thumbnail URL, and one notification."""
+one thumbnail job at (emulated) Ittybit, its thumbnail URL, and one notification; on
+SQLite and PostgreSQL with Redis, and on PostgreSQL with RabbitMQ as the broker."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ from .helpers import (
 from .stack import Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "rabbitmq"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The session's stacks, and the one whose broker is RabbitMQ."""
+    running: Stack = request.getfixturevalue(f"{request.param}_stack")
+    return running
+
 
 THUMBNAIL_OPTIONS = {"start": 2, "width": 640, "format": "webp"}
 EVERY_LISTENER = {"update_media_record", "generate_thumbnail", "notify_user"}

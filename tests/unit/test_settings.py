@@ -168,3 +168,10 @@ def test_sqlite_synchronous_defaults_to_full_and_accepts_normal() -> None:
 def test_sqlite_synchronous_rejects_other_values_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="SQLITE_SYNCHRONOUS"):
         Settings.from_env({"SQLITE_SYNCHRONOUS": "OFF"})
+
+
+def test_rabbitmq_publishes_with_confirms_and_has_no_visibility_timeout_to_check() -> None:
+    settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/x", visibility_timeout=1.0)
+
+    settings.check_invariants(backoff_cap=600.0)
+    assert settings.broker_transport_options() == {"confirm_publish": True}
