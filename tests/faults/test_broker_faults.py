@@ -1,8 +1,11 @@
 """The broker refused or hung while deliveries arrive: each is answered 200 within 5 s
-because it is durable in the database (its runs `pending`), and once Redis is back, even
-empty, the relay publishes them and every run finishes with one effect."""
+because it is durable in the database (its runs `pending`), and once the broker is back
+(Redis even empty) the relay publishes them and every run finishes with one effect; on
+Redis (both databases) and on a RabbitMQ node of the test's own (PostgreSQL)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from integration.helpers import (
@@ -17,6 +20,7 @@ from integration.stack import Stack
 
 from pipeline.dev.procs import wait_for
 
+from .harness import probe_of, start_fault_stack
 from .probe import Probe
 
 pytestmark = pytest.mark.integration
@@ -58,21 +62,42 @@ def assert_all_finish_once(stack: Stack, probe: Probe, task_ids: list[str]) -> N
         assert probe.effects(task_id) == [(runs["probe"].id, 1)]
 
 
-def test_deliveries_while_redis_refuses_connections_answer_200_and_run_once_it_is_back(
-    fault_stack: Stack, probe: Probe
+@pytest.fixture(scope="module")
+def rabbitmq_fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_fault_stack(
+        "postgresql", tmp_path_factory.mktemp("faults-rabbitmq"), broker="own-rabbitmq"
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(params=["redis-sqlite", "redis-postgresql", "rabbitmq-postgresql"])
+def broken(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, Probe]]:
+    broker, backend = request.param.split("-")
+    name = "rabbitmq_fault_stack" if broker == "rabbitmq" else f"{backend}_fault_stack"
+    stack: Stack = request.getfixturevalue(name)
+    stack.heal()
+    yield stack, probe_of(stack)
+    stack.heal()
+
+
+def test_deliveries_while_the_broker_refuses_connections_answer_200_and_run_once_it_is_back(
+    broken: tuple[Stack, Probe],
 ) -> None:
-    fault_stack.stop_redis()
+    stack, probe = broken
+    stack.stop_broker()
 
-    task_ids = deliver_while_broken(fault_stack, probe)
-    fault_stack.start_redis()  # empty: whatever it held is gone
+    task_ids = deliver_while_broken(stack, probe)
+    stack.start_broker()  # Redis empty: whatever it held is gone
 
-    assert_all_finish_once(fault_stack, probe, task_ids)
+    assert_all_finish_once(stack, probe, task_ids)
 
 
-def test_deliveries_while_redis_hangs_answer_200_and_run_once_it_answers_again(
-    fault_stack: Stack, probe: Probe
+def test_deliveries_while_the_broker_hangs_answer_200_and_run_once_it_answers_again(
+    broken: tuple[Stack, Probe],
 ) -> None:
-    with fault_stack.redis_frozen():
-        task_ids = deliver_while_broken(fault_stack, probe)
+    stack, probe = broken
+    with stack.broker_frozen():
+        task_ids = deliver_while_broken(stack, probe)
 
-    assert_all_finish_once(fault_stack, probe, task_ids)
+    assert_all_finish_once(stack, probe, task_ids)

@@ -114,6 +114,90 @@ class PostgresServer:
         return done.returncode == 0
 
 
+class RabbitMQServer:
+    """Our own RabbitMQ node (its own name, port, data and config; no plugins) for tests
+    that stop or freeze the broker; the machine's node is never touched."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.port = free_port()
+        self.node = f"pipeline-it-{self.port}@localhost"
+        self.home = Path(tempfile.mkdtemp(prefix="pipeline-rabbit-"))
+        (self.home / "enabled_plugins").write_text("[].\n")
+        (self.home / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        for sub in ("mnesia", "log"):
+            (self.home / sub).mkdir()
+        for path in (self.home, *self.home.iterdir()):
+            shutil.chown(path, "rabbitmq", "rabbitmq")  # the server drops to this user
+        self.proc: Proc | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> None:
+        """Start (or restart, same port and data) and wait until it accepts connections."""
+        env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.home / "pid"),
+        }
+        self.proc = Proc("rabbitmq", ["rabbitmq-server"], env, self.logs, cwd=self.home)
+        wait_for(self._ready, what=f"rabbitmq on port {self.port}", timeout=60, proc=self.proc)
+
+    def stop(self) -> None:
+        """Stop the node: its Erlang VM runs in a session of its own (the server script
+        drops to the rabbitmq user with su), so it is signalled through its pid file."""
+        if self.proc is None:
+            return
+        group = self._vm_group()
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGCONT)
+                os.killpg(group, signal.SIGKILL)  # a crash: what a broker failure is
+        self.proc.stop(grace=5)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The broker hung: the kernel accepts connections, nothing answers."""
+        group = self._vm_group()
+        assert group is not None, "the node is not running"
+        os.killpg(group, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGCONT)
+
+    def _vm_group(self) -> int | None:
+        try:
+            return os.getpgid(int((self.home / "pid").read_text().strip()))
+        except (OSError, ValueError):
+            return None
+
+    def _ready(self) -> bool:
+        done = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "-q", "await_startup", "--timeout", "1"],
+            capture_output=True,
+            check=False,
+        )
+        return done.returncode == 0
+
+
 AS_POSTGRES = ("setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups")
 
 

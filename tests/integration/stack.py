@@ -24,7 +24,14 @@ from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_
 from pipeline.live.tokens import mint
 from pipeline.settings import ENVIRONMENT
 
-from .procs import run_cli, start_emulator, start_gunicorn, start_relay, start_worker
+from .procs import (
+    RabbitMQServer,
+    run_cli,
+    start_emulator,
+    start_gunicorn,
+    start_relay,
+    start_worker,
+)
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +112,7 @@ class Stack:
     # How often each process had to be restarted after it died (see `supervise`).
     restarts: Counter[str] = field(default_factory=Counter)
     vhost: str | None = None  # on RabbitMQ: this stack's own vhost of the machine's broker
+    rabbit: RabbitMQServer | None = None  # or a RabbitMQ node of its own (fault tests)
 
     @property
     def db(self) -> Engine:
@@ -142,6 +150,29 @@ class Stack:
         )
         return done.stdout.strip()
 
+    def stop_broker(self) -> None:
+        """Stop our broker (connections refused from now on)."""
+        if self.rabbit is not None:
+            self.rabbit.stop()
+        else:
+            self.stop_redis()
+
+    def start_broker(self) -> None:
+        if self.rabbit is not None:
+            if self.rabbit.proc is None:
+                self.rabbit.start()
+        else:
+            self.start_redis()
+
+    @contextmanager
+    def broker_frozen(self) -> Iterator[None]:
+        if self.rabbit is not None:
+            with self.rabbit.frozen():
+                yield
+        else:
+            with self.redis_frozen():
+                yield
+
     def stop_redis(self) -> None:
         """Stop our Redis (connections refused from now on); nothing is saved."""
         proc = self.procs.pop("redis", None)
@@ -151,7 +182,7 @@ class Stack:
     def start_redis(self) -> None:
         """Start our Redis again on the same port: empty, as after a crash without
         persistence."""
-        if "redis" not in self.procs and self.vhost is None:
+        if "redis" not in self.procs and self.vhost is None and self.rabbit is None:
             self.procs["redis"], _ = start_redis(self.logs, self.redis_port)
 
     def restart_redis(self) -> None:
@@ -258,7 +289,9 @@ class Stack:
         """Undo what a fault test did: thaw and start Redis, restart what died."""
         if "redis" in self.procs:
             self.procs["redis"].signal_group(signal.SIGCONT)
-        self.start_redis()
+        if self.rabbit is not None and self.rabbit.proc is not None:
+            self.rabbit.proc.signal_group(signal.SIGCONT)
+        self.start_broker()
         self.supervise()
         if "worker" in self.procs:
             wait_for(
@@ -278,6 +311,8 @@ class Stack:
             proc.stop()
         if self.vhost is not None:
             rabbitmqctl("delete_vhost", self.vhost)
+        if self.rabbit is not None:
+            self.rabbit.close()
         if self.engine is not None:
             self.engine.dispose()
         self.database.drop()
@@ -302,7 +337,9 @@ def start_stack(
     broker: str = "redis",
 ) -> Stack:
     """Start everything (with the relay if asked; `env` adds variables, e.g.
-    FAULT_TIMINGS); on any failure stop what was started and re-raise."""
+    FAULT_TIMINGS); on any failure stop what was started and re-raise. `broker`: "redis"
+    (its own), "rabbitmq" (a vhost of the machine's) or "own-rabbitmq" (a node of its own,
+    for tests that stop or freeze it)."""
     logs.mkdir(parents=True, exist_ok=True)
     web_port, emulator_port = free_port(), free_port()
     stack = Stack(
@@ -316,6 +353,8 @@ def start_stack(
         vhost=f"pipeline_it_{secrets.token_hex(6)}" if broker == "rabbitmq" else None,
     )
     try:
+        if broker == "own-rabbitmq":
+            stack.rabbit = RabbitMQServer(logs)
         _start(stack, web_port, emulator_port, pythonpath, dict(env or {}), concurrency)
         if relay:
             stack.start_relay()
@@ -333,7 +372,9 @@ def _start(
     extra: dict[str, str],
     concurrency: int,
 ) -> None:
-    if stack.vhost is None:
+    if stack.rabbit is not None:
+        broker_url = stack.rabbit.url
+    elif stack.vhost is None:
         redis, broker_url = start_redis(stack.logs)
         stack.procs["redis"] = redis
     else:
