@@ -50,6 +50,11 @@ class Plan:
     live_samples: int = 100
     live_streams: int = 1_000
     live_ingest_seconds: float = 3.0
+    # prune: old finished events stored (3 runs each) before `pipeline prune` deletes them
+    prune_events: int = 1_000_000
+    # ... and the most it may run (start-up, count, deleting): then it is stopped, and its
+    # rate says how long all would have taken
+    prune_limit: float = 60.0
 
 
 PLANS = {
@@ -63,6 +68,7 @@ PLANS = {
         window=10,
         live_samples=30,
         live_ingest_seconds=1.0,
+        prune_events=100_000,
     ),
     "smoke": Plan(
         "smoke",
@@ -75,6 +81,7 @@ PLANS = {
         live_samples=5,
         live_streams=100,
         live_ingest_seconds=1.0,
+        prune_events=5_000,
     ),
 }
 

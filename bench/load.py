@@ -31,6 +31,7 @@ class LoadResult:
     errors: int = 0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    max_ms: float = 0.0
     wrapped: int = 0  # times the bodies ran out and were sent again
     sent_at: dict[str, float] = field(default_factory=dict, repr=False)  # task id → send time
 
@@ -115,6 +116,7 @@ def parse_wrk(text: str, concurrency: int) -> LoadResult:
         errors=sum(int(errors.group(i)) for i in (1, 3, 4)) if errors else 0,
         p50_ms=_latency_ms(text, "50"),
         p99_ms=_latency_ms(text, "99"),
+        max_ms=_max_latency_ms(text),
         wrapped=int(_find(r"wrapped (\d+)", text) or 0),
     )
 
@@ -126,6 +128,12 @@ def _find(pattern: str, text: str) -> str | None:
 
 def _latency_ms(text: str, percent: str) -> float:
     found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    return round(_seconds(float(found.group(1)), found.group(2)) * 1000, 2) if found else 0.0
+
+
+def _max_latency_ms(text: str) -> float:
+    """The slowest request: the third figure of wrk's `Latency avg stdev max` line."""
+    found = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", text, re.MULTILINE)
     return round(_seconds(float(found.group(1)), found.group(2)) * 1000, 2) if found else 0.0
 
 
@@ -174,6 +182,7 @@ async def _drive(
     if latencies:
         result.p50_ms = round(latencies[len(latencies) // 2] * 1000, 2)
         result.p99_ms = round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
+        result.max_ms = round(latencies[-1] * 1000, 2)
     return result
 
 

@@ -4,7 +4,9 @@ different delivery), media rows for their task ids, and a million old events."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, text
@@ -82,25 +84,56 @@ WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
 INSERT INTO webhook_events
     (delivery_key, task_id, status, kind, raw_body, received_at, signature_valid)
 SELECT 'task_' || lower(hex(randomblob(8))) || :suffix, 'task_fill_' || i, 'succeeded',
-       'video', zeroblob(:size), '2025-01-01 00:00:00.000000', 1
+       'video', zeroblob(:size), :received_at, 1
 FROM n
 """
 _FILL_POSTGRESQL = """
 INSERT INTO webhook_events
     (delivery_key, task_id, status, kind, raw_body, received_at, signature_valid)
 SELECT 'task_' || md5(random()::text) || :suffix, 'task_fill_' || g, 'succeeded',
-       'video', convert_to(repeat('x', :size), 'UTF8'), now() - interval '1 day', true
+       'video', convert_to(repeat('x', :size), 'UTF8'), :received_at, true
 FROM generate_series(1, :count) AS g
+"""
+# Every listener of listeners/ ran and succeeded for each event past `after`, in event order
+# (as the webhook stores them: an event's runs side by side).
+_FILL_RUNS = """
+WITH l(name) AS (VALUES {listeners})
+INSERT INTO listener_runs
+    (event_id, listener, state, attempts, due_at, created_at, updated_at, finished_at)
+SELECT e.id, l.name, 'succeeded', 1, e.received_at, e.received_at, e.received_at,
+       e.received_at
+FROM webhook_events AS e CROSS JOIN l
+WHERE e.id > :after
+ORDER BY e.id, l.name
 """
 
 
-def fill_events(engine: Engine, count: int) -> float:
-    """Store `count` old events (random delivery keys, BODY_BYTES bodies) in one statement;
-    returns the seconds it took."""
+def fill_events(engine: Engine, count: int, received_at: datetime | None = None) -> float:
+    """Store `count` old events (random delivery keys, BODY_BYTES bodies, received at
+    `received_at`, a day ago unless given) in one statement; returns the seconds it took."""
     started = time.monotonic()
-    sql = _FILL_POSTGRESQL if engine.dialect.name == "postgresql" else _FILL_SQLITE
+    when = received_at or datetime.now(UTC) - timedelta(days=1)
+    sqlite = engine.dialect.name != "postgresql"
+    sql = _FILL_SQLITE if sqlite else _FILL_POSTGRESQL
+    # SQLite keeps UTC as naive text, as pipeline.models.UTCDateTime writes it.
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else when
     with engine.begin() as conn:
-        conn.execute(text(sql), {"count": count, "size": BODY_BYTES, "suffix": ":succeeded"})
+        conn.execute(
+            text(sql),
+            {"count": count, "size": BODY_BYTES, "suffix": ":succeeded", "received_at": stamp},
+        )
     with engine.begin() as conn:
         conn.execute(text("ANALYZE webhook_events"))
+    return time.monotonic() - started
+
+
+def fill_runs(engine: Engine, listeners: Sequence[str], after: int = 0) -> float:
+    """A succeeded run of each of `listeners` for every event with an id above `after`, in
+    one statement, received_at for all its times; returns the seconds it took."""
+    started = time.monotonic()
+    names = ", ".join(f"('{name}')" for name in listeners)
+    with engine.begin() as conn:
+        conn.execute(text(_FILL_RUNS.format(listeners=names)), {"after": after})
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE listener_runs"))
     return time.monotonic() - started

@@ -64,6 +64,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         load = results["machine"]["load_average"][0]
         add("receipt-to-done p50 <= 50 ms (idle)", f"{p50:g} ms (load avg {load:g})", p50 <= 50)
     _live_targets(results.get("live"), add)
+    _prune_target(results.get("prune"), add)
     for backend, sizes in results.get("table_size", {}).items():
         empty, full = (sizes[k]["runs"] for k in sorted(sizes, key=int))
         ratios = {c: _ratio(full[c]["rps"], empty[c]["rps"]) for c in empty}
@@ -115,6 +116,27 @@ def _live_targets(live: dict[str, Any] | None, add: Any) -> None:
         )
 
 
+def _prune_target(prune: dict[str, Any] | None, add: Any) -> None:
+    """The retention issue's: the webhook keeps its speed while a prune deletes old rows
+    (0.9x, the same tolerance as the live streams' and the table size's)."""
+    if not prune:
+        return
+    without, during = prune["runs"]["without"], prune["runs"]["during"]
+    name = f"ingest during a prune of {prune['events']:,} events >= 0.9x without"
+    if not during:
+        add(name, "no load window inside the prune", None)
+        return
+    ratios = {c: _ratio(during[c]["rps"], without[c]["rps"]) for c in without if c in during}
+    p99 = ", ".join(f"{during[c]['p99_ms']:g} vs {without[c]['p99_ms']:g}" for c in ratios)
+    shown = ", ".join(f"{r:g}x @{c}" for c, r in ratios.items())
+    failed = sum(r["non_2xx"] + r["errors"] for r in during.values())
+    add(
+        name,
+        f"{shown} (p99 {p99} ms{f'; {failed} failed' if failed else ''})",
+        min(ratios.values()) >= 0.9 and not failed and len(ratios) == len(without),
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """The side-by-side tables, as printed at the end of a run."""
     m = results["machine"]
@@ -134,6 +156,8 @@ def render(results: dict[str, Any]) -> str:
         sections.append(_ingest_section(results["ingest"], setup["web_workers"]))
     for backend, sizes in results.get("table_size", {}).items():
         sections.append(_size_section(backend, sizes))
+    if "prune" in results:
+        sections.append(_prune_section(results["prune"]))
     if "e2e" in results:
         sections.append(_e2e_section(results["e2e"]))
     if "live" in results:
@@ -146,7 +170,7 @@ def render(results: dict[str, Any]) -> str:
         )
     targets = [[t["target"], t["measured"], _mark(t["met"])] for t in results["targets"]]
     sections.append(
-        "TARGETS (issue 5 and the live updates'; reported, never enforced)\n"
+        "TARGETS (issue 5, the live updates' and retention's; reported, never enforced)\n"
         + _table(["target", "measured", "met"], targets)
     )
     return "\n\n".join(sections)
@@ -179,6 +203,150 @@ def _size_section(backend: str, sizes: dict[str, Any]) -> str:
     return f"TABLE SIZE ({backend}): our endpoint with events already stored\n" + _table(
         ["stored", "conc", "req/s", "p50 ms", "p99 ms", "new"], rows
     )
+
+
+def _prune_section(prune: dict[str, Any]) -> str:
+    fill = prune["fill_s"]
+    lines = [
+        f"PRUNE ({prune['database']}): our web ({prune['web_workers']} workers, no worker) on "
+        f"{prune['events']:,} finished events received {prune['age_days']:g} days ago, "
+        f"{prune['runs_per_event']} succeeded runs each (filled in {fill['events']:g} + "
+        f"{fill['runs']:g} s, settled in {fill['settle']:g} s); `pipeline prune --batch "
+        f"{prune['batch']}` (RETAIN_SUCCEEDED_DAYS {prune['retain_succeeded_days']:g}) as a "
+        "subprocess with the web's environment; runs of "
+        f"{prune['seconds_per_run']:g} s, the best round of each phase kept"
+    ]
+    header = ["phase", "conc", "req/s", "p50 ms", "p99 ms", "max ms", "failed", "stored"]
+    header += ["CPU ms/req", "web/db/redis", "prune CPU s", "CPU s elsewhere", "rounds req/s"]
+    names = {
+        "without": "without (old rows there)",
+        "during": "during the prune",
+        "after": "after the prune",
+    }
+    rows: list[list[Any]] = []
+    for phase, runs in prune["runs"].items():
+        for c, r in runs.items():
+            cpu = r.get("cpu_ms_per_request") or {}
+            step = f" ({r['prune_step']})" if "prune_step" in r else ""
+            rows.append(
+                [
+                    names.get(phase, phase) + step,
+                    c,
+                    f"{r['rps']:.0f}",
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r.get("max_ms", ""),
+                    r["non_2xx"] + r["errors"],
+                    r.get("stored", ""),
+                    cpu.get("total", "?"),
+                    _split_cpu(cpu, ("web", "database", "broker")),
+                    r.get("prune_cpu_s", ""),
+                    r.get("cpu_s_elsewhere", ""),
+                    "/".join(f"{x:.0f}" for x in r.get("rounds_rps", [])),
+                ]
+            )
+    without, during, after = (prune["runs"][k] for k in ("without", "during", "after"))
+    for c in without:
+        if c in during:
+            rows.append(
+                [
+                    "during/without",
+                    c,
+                    f"{_ratio(during[c]['rps'], without[c]['rps'])}x",
+                    *[""] * 10,
+                ]
+            )
+        if c in during and c in after:
+            rows.append(
+                ["during/after", c, f"{_ratio(during[c]['rps'], after[c]['rps'])}x", *[""] * 10]
+            )
+    lines.append(_table(header, rows))
+    lines.extend(_prune_lines(prune))
+    return "\n".join(lines)
+
+
+def _prune_lines(prune: dict[str, Any]) -> list[str]:
+    p = prune["prune"]
+    rate = (
+        f"{p['events_per_s']:,} events/s, {p['rows_per_s']:,} rows/s"
+        if p["events_per_s"]
+        else "no rate (nothing deleted)"
+    )
+    batch = p["batch_ms"]
+    if p.get("stopped_at_limit"):
+        projected = p.get("projected_total_s")
+        outcome = (
+            f"STOPPED at its {p['limit_s']:g}-s limit, {p['events']:,} events and "
+            f"{p['runs']:,} runs deleted of {prune['events']:,} and "
+            f"{prune['events'] * prune['runs_per_event']:,}"
+            + (f"; all would take ~{projected:,.0f} s at this rate" if projected else "")
+        )
+    else:
+        outcome = f"{p['said'] or '(said nothing)'} (exit {p['exit_code']})"
+    lines = [
+        f"  prune: {outcome}; {p['seconds']:g} s from its start to its "
+        f"{'stop' if p.get('stopped_at_limit') else 'exit'}: start-up and count "
+        f"{p['count_s']} s, deleting {p['deleting_s']:g} s: {rate}",
+    ]
+    if batch:
+        shown = []
+        for label, key in (("under load", "batch_ms_under_load"), ("no load", "batch_ms_no_load")):
+            b = p[key]
+            if b:
+                shown.append(f"{label} {b['n']}: {b['p50']:g} / {b['p99']:g} / {b['max']:g}")
+        lines.append(
+            f"  batches of {prune['batch']}: {p['batches']:,}, each p50 / p99 / max ms "
+            f"{batch['p50']:g} / {batch['p99']:g} / {batch['max']:g} ({'; '.join(shown)})"
+        )
+    rounds = prune.get("during_rounds", [])
+    inside = [r for r in rounds if r["inside_prune"]]
+    steps = ", ".join(
+        f"{sum(r['prune_step'] == step for r in inside)} {step}"
+        for step in ("count", "count+deleting", "deleting")
+        if any(r["prune_step"] == step for r in inside)
+    )
+    outside = [f"{r['rps']:.0f} req/s @{r['concurrency']}" for r in rounds if not r["inside_prune"]]
+    lines.append(
+        f"  load windows inside the prune: {len(inside)} of {len(rounds)}"
+        + (f" ({steps})" if steps else "")
+        + (f"; left out: {', '.join(outside)}" if outside else "")
+        + "; the load begins at the first batch, or 5 s after the prune's start if none yet"
+    )
+    after_stop = p.get("backend_after_stop")
+    if after_stop:
+        lines.append(
+            f"  after its process was stopped, {after_stop['still_active_1s_after']} backend(s) "
+            f"of the prune still ran a statement 1 s later (running {after_stop['statement_s']:g}"
+            f" s: {after_stop['statement']!r}): ended by pg_terminate_backend"
+        )
+    locks = prune.get("pg_activity")
+    if locks:
+        seen = ", ".join(f"{who} {n}" for who, n in locks["waiters_seen"].items())
+        lines.append(
+            f"  pg_stat_activity every {locks['every_s']:g} s while the prune ran: lock waits "
+            + (
+                f"in {locks['samples_with_waiters']} of {locks['samples']} samples ({seen}), "
+                f"at most {locks['most_at_once']} at once, longest statement "
+                f"{locks['longest_statement_ms']:g} ms"
+                if locks["samples_with_waiters"]
+                else f"in none of {locks['samples']} samples"
+            )
+            + f"; parallel workers in {locks['samples_with_parallel_workers']} samples, at most "
+            f"{locks['most_parallel_workers']} at once"
+        )
+    left = prune.get("left")
+    if left:
+        lines.append(
+            f"  left after: {left['old_events']:,} old events, {left['old_runs']:,} old runs; "
+            f"stored meanwhile: {left['new_events']:,} events with {left['new_runs']:,} runs "
+            "(kept)"
+        )
+    server = prune.get("server")
+    if server:
+        lines.append("  server: " + ", ".join(f"{k} {v}" for k, v in server.items()))
+    for line in prune.get("problems_in_logs", []):
+        lines.append(f"  web log: {line}")
+    return lines
 
 
 def _e2e_section(e2e: dict[str, Any]) -> str:
@@ -474,6 +642,8 @@ def _rss_rows(results: dict[str, Any]) -> list[list[Any]]:
     for system, data in results.get("e2e", {}).items():
         for proc, rss in data["peak_rss"].items():
             add(f"{proc} ({system}, end to end)", rss)
+    if "prune" in results:
+        add("web (ours, prune)", results["prune"]["peak_rss"])
     live = results.get("live", {})
     for label, rss in live.get("streams", {}).get("peak_rss", {}).items():
         add(f"web (ours, live, {label} streams)", rss)

@@ -1,6 +1,6 @@
 """Benchmark our durable webhook pipeline beside the tutorial's, on loopback.
 
-    .venv/bin/python bench/run.py            # the full run, about 6 minutes
+    .venv/bin/python bench/run.py            # the full run, about 9 minutes
     .venv/bin/python bench/run.py --quick    # about a minute, for development
     .venv/bin/python bench/run.py --smoke    # seconds: does every part still run?
 
@@ -27,13 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench import e2e, ingest, live, load, report
+from bench import e2e, ingest, live, load, prune, report
 from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
 from bench.procs import fsync_ms
 from pipeline.dev.procs import REPO, start_redis
 
-PARTS = ("ingest", "size", "e2e", "live")
+PARTS = ("ingest", "size", "prune", "e2e", "live")
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -170,6 +170,9 @@ def _run_parts(ctx: Context, parts: list[str], out: dict[str, Any]) -> None:
         if sizes:
             out["table_size"] = {ctx.setup.database: _sizes(ctx, measured)}
     ctx.close()  # the ingest databases, before the disk is measured again
+    if "prune" in parts:
+        out["prune"] = _timed("prune", lambda: prune.prune_part(ctx))
+        ctx.close()  # its database
     if "e2e" in parts:
         out["e2e"] = {}
         for system in ("ours", "tutorial"):

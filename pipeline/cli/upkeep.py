@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.app.ittybit import IttybitClient
 from pipeline.cli.output import show
-from pipeline.prune import Cutoffs, count, prune
+from pipeline.prune import Cutoffs, count, old_enough, prune
 from pipeline.reconcile import reconcile
 from pipeline.runtime import Runtime
 
@@ -75,25 +75,29 @@ def prune_command(runtime: Runtime, dry_run: bool, batch: int) -> None:
     RETAIN_FAILED_DAYS), in batches; never an event with a run still to do."""
     settings = runtime.settings
     cutoffs = Cutoffs.of(settings.retain_succeeded_days, settings.retain_failed_days)
-    due = count(runtime.engine, cutoffs)
     kept = (
         f"kept: {settings.retain_succeeded_days:g} days, "
         f"dead letters {settings.retain_failed_days:g}"
     )
     if dry_run:
+        due = count(runtime.engine, cutoffs)
         click.echo(f"would delete {due.events} event(s) and {due.runs} run(s) ({kept})")
         return
+    old = old_enough(runtime.engine, cutoffs)  # the bar walks these; the unfinished stay
     with Progress(
         TextColumn("pruning"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        disable=not sys.stderr.isatty() or not due.events,
+        disable=not sys.stderr.isatty() or not old,
     ) as bar:
-        task = bar.add_task("events", total=due.events)
+        task = bar.add_task("events", total=old)
         done = prune(
-            runtime.engine, cutoffs, batch, lambda so_far: bar.update(task, completed=so_far.events)
+            runtime.engine,
+            cutoffs,
+            batch,
+            lambda so_far: bar.update(task, completed=so_far.looked_at),
         )
     click.echo(f"deleted {done.events} event(s) and {done.runs} run(s) ({kept})")
 
