@@ -5,11 +5,7 @@ Two daemon threads per web process, started with the first stream:
   the changes after each woken stream's cursor and writes them, writes the heartbeats,
   and drops a stream whose client left or whose token expired. Thousands of idle
   streams cost a socket and a small object each, never a thread or a web worker;
-- the *hearer* learns which users' media changed: PostgreSQL's NOTIFY (versions.py sends
-  it in the committing transaction, so it arrives after the commit, from any host), or on
-  SQLite, the file's `data_version` polled every POLL_SECONDS then the clocks of the
-  users watched here. After the hearer loses PostgreSQL it wakes every stream to catch
-  up from the database: a missed notification delays an update, never loses it.
+- the *hearer* (hearers.py) learns which users' media changed, and wakes their streams.
 
 Streams served without the worker (the Flask test client, another worker class) wait on
 a `Waiter` woken by the same hearer.
@@ -25,18 +21,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine
 
+from pipeline.live.hearers import hear_postgresql, hear_sqlite
 from pipeline.live.stream import HEARTBEAT, Stream
-from pipeline.live.versions import CHANNEL
-from pipeline.models import MediaClock
 
 log = logging.getLogger(__name__)
 
-CLOCK_TABLE = MediaClock.__tablename__
-POLL_SECONDS = 0.02  # SQLite: how often the hearer looks at the file's data_version
 MAX_BUFFERED = 256 * 1024  # bytes a slow client may fall behind before it is dropped
 
 
@@ -127,6 +119,10 @@ class Hub:
 
     # --- from the hearer --------------------------------------------------------------
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def changed(self, owners: set[int] | None) -> None:
         """`owners`' media changed (None: anyone's may have)."""
         with self._lock:
@@ -155,7 +151,7 @@ class Hub:
             self._started = True
         self._writer = threading.Thread(target=self._write_forever, name="live-writer", daemon=True)
         self._writer.start()
-        hearer = _hear_postgresql if self.engine.dialect.name == "postgresql" else _hear_sqlite
+        hearer = hear_postgresql if self.engine.dialect.name == "postgresql" else hear_sqlite
         threading.Thread(target=hearer, args=(self,), name="live-hearer", daemon=True).start()
 
     def _wake(self) -> None:
@@ -269,73 +265,3 @@ class Hub:
             with contextlib.suppress(OSError):
                 held.sock.send(b"0\r\n\r\n")
         held.sock.close()
-
-
-# --- the hearers ----------------------------------------------------------------------
-
-
-def _hear_postgresql(hub: Hub) -> None:
-    lost = False
-    while not hub._closing:
-        pooled = None
-        try:
-            pooled = hub.engine.raw_connection()
-            driver: Any = pooled.driver_connection  # an autocommit one: the web's
-            pooled.detach()  # ours for good, outside the pool
-            driver.execute(f"LISTEN {CHANNEL}")
-            if lost:
-                log.info("live hearer listening again")
-                hub.changed(None)  # whatever was committed while we were deaf
-                lost = False
-            while not hub._closing:  # the timeout only lets the loop see _closing
-                for note in driver.notifies(timeout=1.0):
-                    hub.changed({int(note.payload.split(":", 1)[0])})
-        except Exception as exc:
-            if not lost:
-                log.warning("live hearer lost PostgreSQL (%s); reconnecting", type(exc).__name__)
-            lost = True
-            time.sleep(1.0)
-        finally:
-            if pooled is not None:
-                pooled.close()
-
-
-def _hear_sqlite(hub: Hub) -> None:
-    """Poll the file's data_version (it moves when another connection commits), then the
-    clocks of the users watched here. The driver's own connection is in autocommit mode
-    (db.py): these reads begin no transaction and never touch the write lock."""
-    known: dict[int, int] = {}
-    while not hub._closing:
-        pooled = None
-        try:
-            pooled = hub.engine.raw_connection()
-            driver: Any = pooled.driver_connection
-            seen = None
-            while not hub._closing:
-                version = driver.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen = version
-                    clocks = _clocks(driver, hub.watched())
-                    moved = {owner for owner, v in clocks.items() if known.get(owner) != v}
-                    known = clocks
-                    if moved:
-                        hub.changed(moved)
-                time.sleep(POLL_SECONDS)
-        except Exception as exc:
-            log.warning("live hearer cannot read SQLite (%s); retrying", type(exc).__name__)
-            time.sleep(1.0)
-            hub.changed(None)
-        finally:
-            if pooled is not None:
-                pooled.close()
-
-
-def _clocks(driver: Any, owners: set[int]) -> dict[int, int]:
-    found: dict[int, int] = {}
-    ordered = sorted(owners)
-    for i in range(0, len(ordered), 500):
-        batch = ordered[i : i + 500]
-        marks = ",".join("?" * len(batch))
-        query = f"SELECT user_id, version FROM {CLOCK_TABLE} WHERE user_id IN ({marks})"
-        found.update(driver.execute(query, batch).fetchall())
-    return found
