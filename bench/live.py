@@ -55,7 +55,7 @@ from bench.procs import (
     start_web,
     start_worker,
 )
-from pipeline.dev.procs import descendants
+from pipeline.dev.procs import CHROMIUM, CHROMIUM_ARGS, descendants
 from pipeline.dev.samples import webhook_payload
 from pipeline.dev.sender import encode
 from pipeline.live.tokens import mint
@@ -71,15 +71,6 @@ TOKEN_TTL = 3600
 OPEN_AT_ONCE = 50  # streams being opened at the same time
 STREAM_OPEN_TIMEOUT = 20.0
 UPDATE_LISTENER = "update_media_record"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Before any of the page's scripts: note every applied update, on the page's clock.
 RECORD_UPDATES = """
 window.__liveUpdates = [];

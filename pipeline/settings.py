@@ -8,8 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
+from pipeline.envvars import choice, number, sqlalchemy_url, text_list, without_password
 from pipeline.errors import ConfigError
 
 # Every variable `Settings.from_env` reads, and the field it fills. Tests scrub exactly
@@ -53,44 +52,6 @@ MIN_LEASE_SECONDS = 3.0
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
 _SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets"})
 _URL_FIELDS = frozenset({"database_url", "broker_url"})
-
-
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A comma-separated variable's non-empty items."""
-    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
-
-
-def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
-    """The variable's value, upper-cased, if allowed; the first allowed value if unset."""
-    raw = (environ.get(name) or allowed[0]).strip().upper()
-    if raw not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
-    return raw
-
-
-def _sqlalchemy_url(url: str) -> str:
-    """Heroku-style `postgres://` and driverless URLs use psycopg 3, the driver we ship."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def _without_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads (a broker's): say nothing of it
-        return "<url>" if "@" in url else url
 
 
 @dataclass(frozen=True)
@@ -150,12 +111,12 @@ class Settings:
         """Build settings from environment variables (see the README's table)."""
         env = os.environ if environ is None else environ
         var = Path(env.get("PIPELINE_VAR_DIR") or "var")
-        secrets = _list(env, "ITTYBIT_WEBHOOK_SECRET")
+        secrets = text_list(env, "ITTYBIT_WEBHOOK_SECRET")
         production = env.get("PIPELINE_ENV", "").strip().lower()
         if not production and any(env.get(name) for name in PLATFORM):
             production = "production"
         return cls(
-            database_url=_sqlalchemy_url(env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db"),
+            database_url=sqlalchemy_url(env.get("DATABASE_URL") or f"sqlite:///{var}/pipeline.db"),
             broker_url=env.get("CELERY_BROKER_URL") or env.get("REDIS_URL") or "filesystem://",
             webhook_secrets=secrets,
             ittybit_api_key=env.get("ITTYBIT_API_KEY", ""),
@@ -163,27 +124,27 @@ class Settings:
             public_url=env.get("PUBLIC_URL", "").rstrip("/"),
             smtp_url=env.get("SMTP_URL", ""),
             mail_from=env.get("MAIL_FROM") or "ittybit-pipeline@localhost",
-            max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1024 * 1024)),
+            max_body_bytes=int(number(env, "MAX_BODY_BYTES", 1024 * 1024)),
             broker_folder=str(var / "broker"),
-            lease_seconds=_number(env, "RUN_LEASE_SECONDS", 10.0),
-            task_time_limit=_number(env, "TASK_TIME_LIMIT", 300.0),
-            redeliver_after=_number(env, "REDELIVER_AFTER", 60.0),
-            relay_interval=_number(env, "RELAY_INTERVAL", 5.0),
-            visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0),
-            sqlite_synchronous=_choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
-            ittybit_connect_timeout=_number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
-            ittybit_read_timeout=_number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
-            database_write_timeout=_number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
+            lease_seconds=number(env, "RUN_LEASE_SECONDS", 10.0),
+            task_time_limit=number(env, "TASK_TIME_LIMIT", 300.0),
+            redeliver_after=number(env, "REDELIVER_AFTER", 60.0),
+            relay_interval=number(env, "RELAY_INTERVAL", 5.0),
+            visibility_timeout=number(env, "BROKER_VISIBILITY_TIMEOUT", 3600.0),
+            sqlite_synchronous=choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
+            ittybit_connect_timeout=number(env, "ITTYBIT_CONNECT_TIMEOUT", 3.05),
+            ittybit_read_timeout=number(env, "ITTYBIT_READ_TIMEOUT", 10.0),
+            database_write_timeout=number(env, "DATABASE_WRITE_TIMEOUT", 3.0),
             task_events=env.get("CELERY_TASK_EVENTS", "").strip().lower() in ("1", "true", "yes"),
-            reconcile_after=_number(env, "RECONCILE_AFTER", 600.0),
-            reconcile_interval=_number(env, "RECONCILE_INTERVAL", 60.0),
-            retain_succeeded_days=_number(env, "RETAIN_SUCCEEDED_DAYS", 7.0),
-            retain_failed_days=_number(env, "RETAIN_FAILED_DAYS", 30.0),
-            prune_interval=_number(env, "PRUNE_INTERVAL", 3600.0),
-            live_token_secrets=_list(env, "LIVE_TOKEN_SECRET"),
-            live_max_streams=int(_number(env, "LIVE_MAX_STREAMS", 2000)),
-            live_heartbeat=_number(env, "LIVE_HEARTBEAT", 15.0),
-            log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS),
+            reconcile_after=number(env, "RECONCILE_AFTER", 600.0),
+            reconcile_interval=number(env, "RECONCILE_INTERVAL", 60.0),
+            retain_succeeded_days=number(env, "RETAIN_SUCCEEDED_DAYS", 7.0),
+            retain_failed_days=number(env, "RETAIN_FAILED_DAYS", 30.0),
+            prune_interval=number(env, "PRUNE_INTERVAL", 3600.0),
+            live_token_secrets=text_list(env, "LIVE_TOKEN_SECRET"),
+            live_max_streams=int(number(env, "LIVE_MAX_STREAMS", 2000)),
+            live_heartbeat=number(env, "LIVE_HEARTBEAT", 15.0),
+            log_level=choice(env, "LOG_LEVEL", LOG_LEVELS),
             environment=production,
         )
 
@@ -194,7 +155,7 @@ class Settings:
             if f.name in _SECRET_FIELDS:
                 value = "<set>" if value else "<unset>"
             elif f.name in _URL_FIELDS:
-                value = _without_password(value)
+                value = without_password(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 

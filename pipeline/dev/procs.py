@@ -26,6 +26,18 @@ REPO = Path(__file__).resolve().parents[2]  # a checkout: where the Procfile lie
 # Every process started and not yet stopped, so a failing test can show their logs.
 LIVE: list[Proc] = []
 
+# Debian's Chromium, as the browser tests and bench/ start it (Playwright's Python
+# package drives it; its own browser download is not used).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""

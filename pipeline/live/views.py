@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from sqlalchemy import Engine
@@ -106,8 +107,8 @@ def _media_id(raw: str) -> int:
     return number
 
 
-@live.get("/api/media/<raw_id>")
-def media_status(raw_id: str) -> Response:
+def _viewers_media(raw_id: str) -> dict[str, Any]:
+    """The status of media `raw_id` if the token's user owns it; else 401, 400 or 404."""
     state = _live()
     owner, _ = _viewer(state)
     media_id = _media_id(raw_id)
@@ -115,7 +116,12 @@ def media_status(raw_id: str) -> Response:
         row = changes.one(conn, owner, media_id)
     if row is None:
         raise NotFound(f"no media {media_id} of yours")
-    response = jsonify(changes.status_json(row))
+    return changes.status_json(row)
+
+
+@live.get("/api/media/<raw_id>")
+def media_status(raw_id: str) -> Response:
+    response = jsonify(_viewers_media(raw_id))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -170,12 +176,5 @@ def _in_this_thread(hub: Hub, stream: Stream, opening: bytes) -> Iterator[bytes]
 
 @live.get("/media/<raw_id>")
 def media_page(raw_id: str) -> str:
-    state = _live()
-    owner, _ = _viewer(state)
-    media_id = _media_id(raw_id)
-    with state.engine.connect() as conn:
-        row = changes.one(conn, owner, media_id)
-    if row is None:
-        raise NotFound(f"no media {media_id} of yours")
-    token = request.args.get("token", "")
-    return render_template("media.html", media=changes.status_json(row), token=token)
+    media = _viewers_media(raw_id)
+    return render_template("media.html", media=media, token=request.args.get("token", ""))

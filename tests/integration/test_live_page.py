@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Error, Locator, Page, Request, expect, sync_playwright
 from sqlalchemy.orm import Session
 
+from pipeline.dev.procs import CHROMIUM, CHROMIUM_ARGS
 from pipeline.models import Media
 
 from .helpers import (
@@ -33,15 +34,6 @@ from .stack import REPO, Stack
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "test-artifacts"
 WAIT_MS = 10_000  # every wait on the page: a condition, never a sleep
 READY = "completed"  # the media's status once its job succeeded (update_media_record)
@@ -111,7 +103,7 @@ def deliver(stack: Stack, media: Watched, status: str, **extra: str) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the module (Debian's: playwright's download is not used)."""
-    if not CHROMIUM.exists():
+    if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
