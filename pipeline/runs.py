@@ -4,7 +4,8 @@
         └────▶ failed (its wants() raised)   ├──retryable──▶ retrying ──claim──▶ running
                                              ├──permanent, or out of attempts──▶ failed
                                              ├──Skip──▶ skipped
-                                             └──lease expired (worker died), relay──▶ retrying
+                                             ├──lease expired (worker died), relay──▶ retrying
+                                             └──worker stopping, past its grace──▶ retrying
     failed | skipped ──replay──▶ pending, attempts from 0
 
 The attempt number is a fencing token: an outcome is recorded only while the run is still
@@ -172,6 +173,25 @@ def renew(engine: Engine, claims: list[Claim], lease_seconds: float) -> set[int]
             if not conn.execute(_RENEW, params).rowcount:
                 lost.add(claim.run_id)
     return lost
+
+
+def hand_back(engine: Engine, claims: Sequence[Claim]) -> list[int]:
+    """Put `claims` still ours back in line at once (their worker is stopping): →
+    `retrying`, due now, so the next claim takes them; their late outcomes are refused.
+    The ids handed back."""
+    now = utcnow()
+    back = []
+    with engine.begin() as conn:
+        for claim in claims:
+            params = {"run_id": claim.run_id, "attempt": claim.attempt, "now": now}
+            if conn.execute(_HAND_BACK, params).rowcount:
+                back.append(claim.run_id)
+    return back
+
+
+_HAND_BACK = _STILL_OURS.values(
+    state=RunState.RETRYING, due_at=_NOW, lease_expires_at=None, updated_at=_NOW
+)
 
 
 # --- the relay: due runs back in line -------------------------------------------------------

@@ -28,6 +28,7 @@ ENVIRONMENT: dict[str, str] = {
     "MAX_BODY_BYTES": "max_body_bytes",
     "PIPELINE_VAR_DIR": "broker_folder",
     "RUN_LEASE_SECONDS": "lease_seconds",
+    "WORKER_SHUTDOWN_GRACE": "shutdown_grace",
     "TASK_TIME_LIMIT": "task_time_limit",
     "REDELIVER_AFTER": "redeliver_after",
     "RELAY_INTERVAL": "relay_interval",
@@ -74,6 +75,9 @@ class Settings:
     # Seconds a claimed run stays `running` without news from its worker before the relay
     # takes it back; the worker renews it every third of that while the listener runs.
     lease_seconds: float = 10.0
+    # Seconds a stopping worker (SIGTERM) lets its listeners finish before it hands their
+    # runs back and ends: below the platform's wait before SIGKILL (Heroku: 30 s).
+    shutdown_grace: float = 20.0
     task_time_limit: float = 300.0
     # How long a published run may wait for a worker before the relay re-publishes it.
     redeliver_after: float = 60.0
@@ -127,6 +131,7 @@ class Settings:
             max_body_bytes=int(number(env, "MAX_BODY_BYTES", 1024 * 1024)),
             broker_folder=str(var / "broker"),
             lease_seconds=number(env, "RUN_LEASE_SECONDS", 10.0),
+            shutdown_grace=number(env, "WORKER_SHUTDOWN_GRACE", 20.0),
             task_time_limit=number(env, "TASK_TIME_LIMIT", 300.0),
             redeliver_after=number(env, "REDELIVER_AFTER", 60.0),
             relay_interval=number(env, "RELAY_INTERVAL", 5.0),
@@ -240,6 +245,10 @@ class Settings:
                 f"RUN_LEASE_SECONDS ({self.lease_seconds:g}) must be at least "
                 f"{MIN_LEASE_SECONDS:g}: the worker renews it every third of it, and a renewal "
                 "slower than that would let the relay re-run work still in progress"
+            )
+        if not self.shutdown_grace >= 0:
+            raise ConfigError(
+                f"WORKER_SHUTDOWN_GRACE ({self.shutdown_grace:g}) must be 0 or more seconds"
             )
         limit = max(self.task_time_limit, backoff_cap)
         redis = not (self.uses_filesystem_broker or self.uses_amqp_broker)

@@ -3,12 +3,26 @@
 Everything the worker needs is checked before it takes a message: the listeners import,
 the variables they require are set, the timings cannot make the broker redeliver work in
 progress. A problem stops it with one line naming it.
+
+Stopping (SIGTERM, to the worker or to every process of the dyno): Celery's warm shutdown
+lets the pool finish its tasks, and a pool process still busy WORKER_SHUTDOWN_GRACE
+seconds later hands its runs back and ends (lease.py), so a deploy strands nothing.
 """
 
 import logging
+import os
+import signal
+from types import FrameType
 from typing import Any
 
-from celery.signals import setup_logging, worker_init, worker_process_init
+import billiard.process
+from celery.signals import (
+    setup_logging,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_shutting_down,
+)
 
 from pipeline import logs
 from pipeline.errors import ConfigError
@@ -50,3 +64,25 @@ def _check(**_: object) -> None:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _after_fork(**_: object) -> None:
     runtime.after_fork()
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _on_sigterm_finish_or_hand_back(**_: object) -> None:
+    """In a pool process, before a task (billiard sets its own handlers after
+    worker_process_init): SIGTERM lets the work finish or hands it back (lease.py)."""
+    if signal.getsignal(signal.SIGTERM) is not _stopping:
+        signal.signal(signal.SIGTERM, _stopping)
+
+
+def _stopping(signum: int, frame: FrameType | None) -> None:
+    runtime.runner.leases.stopping(runtime.settings.shutdown_grace)
+
+
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _tell_the_pool(how: str = "", **_: object) -> None:
+    """A warm shutdown of the worker alone (systemd, `kill <pid>`) reaches its pool
+    processes as a dyno's SIGTERM would."""
+    if how == "Warm":
+        for child in billiard.process.active_children():
+            if child.pid:
+                os.kill(child.pid, signal.SIGTERM)

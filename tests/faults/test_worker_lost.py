@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 from integration.helpers import finished_runs, make_media, new_task_id, send
+from integration.procs import start_worker
 from integration.stack import BACKENDS, Stack
 
-from pipeline.dev.procs import wait_for
+from pipeline.dev.procs import wait_for, worker_ready
 from pipeline.settings import Settings
 
 from .harness import probe_of, start_fault_stack
@@ -99,3 +100,42 @@ def test_a_worker_sent_sigterm_mid_run_finishes_the_run_before_it_exits(shipped:
         assert stopped_in < 30, f"the worker took {stopped_in:.1f}s to stop"
     finally:
         stack.start_worker()
+
+
+@pytest.mark.parametrize("whom", ["the worker alone", "every process of the dyno"])
+def test_a_worker_stopping_with_a_run_past_its_grace_hands_it_back_and_exits_in_time(
+    shipped: Stack, whom: str
+) -> None:
+    stack, probe = shipped, probe_of(shipped)
+    grace = 2.0  # WORKER_SHUTDOWN_GRACE, short here: the shipped 20 s behaves the same
+    stack.procs["worker"].stop()
+    leaving = start_worker(
+        {**stack.env, "WORKER_SHUTDOWN_GRACE": f"{grace:g}"}, stack.logs, name="leaving"
+    )
+    try:
+        wait_for(worker_ready(leaving), what="the leaving worker", timeout=60, proc=leaving)
+        task_id, body = a_probed_delivery(stack, sleep=60)  # far past any grace
+        assert send(stack.webhook_url, body, stack.secret).status_code == 200
+        probe.wait_started(task_id)
+
+        told = time.monotonic()
+        if whom == "the worker alone":
+            leaving.popen.send_signal(signal.SIGTERM)  # systemd, `kill <pid>`
+        else:
+            leaving.signal_group(signal.SIGTERM)  # Heroku signals every process at once
+        leaving.popen.wait(30)  # the platform's SIGKILL would come at 30 s
+        exited_in = time.monotonic() - told
+        stack.start_worker()  # the deploy's new worker
+
+        runs = wait_for(finished_runs(stack.db, task_id), timeout=30, what="the run ends")
+        done_in = time.monotonic() - told
+    finally:
+        leaving.stop()
+        if not stack.procs["worker"].alive:
+            stack.start_worker()
+
+    assert exited_in < grace + 5, f"the worker took {exited_in:.1f}s to exit"
+    assert (runs["probe"].state, runs["probe"].attempts) == ("succeeded", 2)
+    assert probe.effects(task_id) == [(runs["probe"].id, 2)]
+    assert "handed back" in leaving.log(leaving.log_start)
+    print(f"{whom}: exited {exited_in:.1f}s after SIGTERM, run done {done_in:.1f}s after")

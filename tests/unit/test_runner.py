@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,7 +19,7 @@ from pipeline.events import Event
 from pipeline.inbox import receive
 from pipeline.lease import LeaseKeeper
 from pipeline.listener import Context, Listener, RetryPolicy
-from pipeline.models import ListenerRun, User, utcnow
+from pipeline.models import ListenerRun, RunState, User, utcnow
 from pipeline.registry import Registry
 from pipeline.runner import Runner
 from pipeline.settings import Settings
@@ -380,3 +381,27 @@ def test_a_renewal_leaves_a_run_taken_over_to_its_new_holder(
 
     assert lost == {claim.run_id}
     assert load(engine, claim.run_id).lease_expires_at < utcnow() + timedelta(seconds=60)
+
+
+def test_a_run_taken_over_while_held_is_reported_once_and_a_finished_one_never(
+    runner: Runner,
+    run_of: Callable[..., int],
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keeper = LeaseKeeper(engine, lease_seconds=0.3)  # a beat every 0.1 s, at least
+    other = BODY.replace(b"task_run_1", b"task_run_2")
+    finished, taken = runner.claim(run_of("writer")), runner.claim(run_of("writer", other))
+    assert finished is not None and taken is not None
+    with caplog.at_level(logging.WARNING, logger="pipeline.lease"):
+        with keeper.kept(finished):
+            with engine.begin() as conn:  # its outcome: a renewal may now find it done
+                assert runs.record(conn, finished, RunState.SUCCEEDED)
+            time.sleep(0.15)  # one beat at most before the block ends, as in the runner
+        with keeper.kept(taken):
+            set_run(engine, taken.run_id, attempts=taken.attempt + 1)  # given to another
+            time.sleep(0.6)  # beat after beat
+    reports = [r.getMessage() for r in caplog.records if "taken over" in r.getMessage()]
+    assert reports == [
+        f"run {taken.run_id} was taken over while it ran here: its outcome will be discarded"
+    ]
