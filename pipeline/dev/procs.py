@@ -222,11 +222,15 @@ def http_answers(url: str) -> Callable[[], tuple[int, str] | None]:
     return check
 
 
-def start_redis(logs: Path, port: int | None = None) -> tuple[Proc, str]:
-    """Our own redis-server on `port` (default: a free one), no persistence, so a restart
-    comes back empty; returns it and its URL."""
+def start_redis(
+    logs: Path, port: int | None = None, also_on: Sequence[str] = ()
+) -> tuple[Proc, str]:
+    """Our own redis-server on `port` (default: a free one) of loopback (and of the
+    addresses `also_on`), no persistence, so a restart comes back empty; returns it and
+    its URL."""
     port = port or free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    bind = ["--bind", "127.0.0.1", *also_on, "--protected-mode", "no"]
+    argv = ["redis-server", "--port", str(port), *bind, "--save", ""]
     proc = Proc("redis", [*argv, "--appendonly", "no", "--dir", str(logs)], os.environ, logs)
     wait_for(lambda: listening(port), what=f"redis on port {port}", timeout=10, proc=proc)
     return proc, f"redis://127.0.0.1:{port}/0"

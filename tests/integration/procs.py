@@ -5,6 +5,7 @@ emulator, and `pipeline` CLI calls."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -20,10 +21,13 @@ from pipeline.dev.procs import REPO, Proc, executable, free_port, wait_for
 
 class PostgresServer:
     """Our own PostgreSQL (initdb, trust auth, no fsync) on a free port, run as the
-    `postgres` user, for tests that stop or freeze the database; `close()` removes it."""
+    `postgres` user, for tests that stop or freeze the database; `close()` removes it.
+    `network` (an address/prefix such as 10.250.3.1/24) adds an address it listens on
+    and the clients it trusts there (tests with several hosts)."""
 
-    def __init__(self, logs: Path) -> None:
+    def __init__(self, logs: Path, network: str | None = None) -> None:
         self.logs = logs
+        self.listen = "127.0.0.1"
         self.port = free_port()
         self.home = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
         shutil.chown(self.home, "postgres")  # the server refuses to run as root
@@ -48,6 +52,11 @@ class PostgresServer:
         if initdb.returncode != 0:
             shutil.rmtree(self.home, ignore_errors=True)
             raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+        if network is not None:
+            interface = ipaddress.ip_interface(network)
+            self.listen += f",{interface.ip}"
+            with (self.home / "data" / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {interface.network} trust\n")
         self.proc: Proc | None = None
         self.start()
 
@@ -68,7 +77,7 @@ class PostgresServer:
                 "-p",
                 str(self.port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={self.listen}",
                 "-c",
                 f"unix_socket_directories={self.home}",
                 "-c",
