@@ -63,7 +63,11 @@ def post_worker_init(worker: object) -> None:
 
 
 def worker_exit(server: object, worker: object) -> None:
-    """End the streams this worker holds: their browsers reconnect to another at once."""
+    """End the streams this worker holds (their browsers reconnect to another at once),
+    and store the worker's last counts (pipeline/metrics/tally.py)."""
+    from pipeline.metrics.tally import TALLY
+
+    TALLY.flush()
     app = getattr(worker, "wsgi", None)
     live = getattr(app, "extensions", {}).get("pipeline.live")
     if live is not None and "hub" in live.__dict__:

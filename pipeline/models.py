@@ -208,5 +208,26 @@ class ListenerRun(Base):
     event: Mapped[WebhookEvent] = relationship(back_populates="runs")
 
 
+class MetricTotal(Base):
+    """A counter's total, added up over every process (pipeline/metrics/tally.py): one row
+    per series, `labels` its labels as sorted JSON pairs."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(400), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WebhookMinute(Base):
+    """Webhooks answered in one minute, by outcome: the console's chart (kept a day)."""
+
+    __tablename__ = "webhook_minutes"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 # Every ORM change of a Media, wherever it is made, is versioned at its commit.
 from pipeline.live import versions as _versions  # noqa: E402,F401

@@ -20,7 +20,7 @@ from kombu.utils.functional import retry_over_time
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline import runs
+from pipeline import metrics, runs
 from pipeline.fast_publish import RedisFastPath, ShapeChanged, unsupported_by
 from pipeline.listener import task_name
 
@@ -130,7 +130,10 @@ def relay_once(engine: Engine, publisher: Publisher, redeliver_after: float) -> 
     backlog is never multiplied.
     """
     due = runs.take_due(engine, redeliver_after, waiting=not publisher.backlog())
-    return publisher.publish(due)
+    published = publisher.publish(due)
+    if published:
+        metrics.relay_published(published)
+    return published
 
 
 def run_forever(

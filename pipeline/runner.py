@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import runs
+from pipeline import metrics, runs
 from pipeline.app.ittybit import IttybitClient
-from pipeline.db import make_sessionmaker
+from pipeline.db import make_sessionmaker, read_only
 from pipeline.errors import (
     ConfigError,
     ListenerError,
@@ -32,7 +33,7 @@ from pipeline.errors import (
 from pipeline.events import parse
 from pipeline.lease import LeaseKeeper
 from pipeline.listener import Context, Listener
-from pipeline.models import RunState, utcnow
+from pipeline.models import ListenerRun, RunState, utcnow
 from pipeline.registry import Registry
 from pipeline.runs import Claim
 from pipeline.settings import Settings
@@ -80,8 +81,31 @@ class Runner:
         claim = self.claim(run_id)
         if claim is None:
             return Outcome(None, "finished, or held by a live claim")
+        started = time.monotonic()
         with self.leases.kept(claim):
-            return self._attempt(claim)
+            outcome = self._attempt(claim)
+        if outcome.state is not None:
+            metrics.run_ended(claim.listener, outcome.state.value, time.monotonic() - started)
+            if outcome.state.finished:
+                self._count_if_event_done(claim)
+        return outcome
+
+    def _count_if_event_done(self, claim: Claim) -> None:
+        """If this run was the event's last to end, its receipt → done time (metrics). Read
+        after the commit: of two runs ending at once, the later-stamped one counts it."""
+        query = select(ListenerRun.id, ListenerRun.state, ListenerRun.finished_at).where(
+            ListenerRun.event_id == claim.event_id
+        )
+        try:
+            with read_only(self.engine).connect() as conn:
+                rows = conn.execute(query).all()
+        except DBAPIError:  # a metric is not worth failing the task for
+            return
+        if not rows or not all(RunState(r.state).finished and r.finished_at for r in rows):
+            return
+        last = max(rows, key=lambda r: (r.finished_at, r.id))
+        if last.id == claim.run_id:
+            metrics.event_done((last.finished_at - claim.received_at).total_seconds())
 
     def _attempt(self, claim: Claim) -> Outcome:
         try:

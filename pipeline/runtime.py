@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.db import make_engine, make_sessionmaker
+from pipeline.metrics.tally import TALLY
 from pipeline.outbox import Publisher
 from pipeline.registry import Registry, discover
 from pipeline.runner import Runner
@@ -63,13 +64,15 @@ class Runtime:
         settings = self.settings
         web = self.role is Role.WEB
         options = {"isolation_level": "AUTOCOMMIT"} if web and not settings.uses_sqlite else {}
-        return make_engine(
+        engine = make_engine(
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_pre_ping=self.role is Role.OPS,
             timeout=settings.database_write_timeout if web else None,
             **options,
         )
+        TALLY.bind(engine)  # the process's counts go to its database (metrics/tally.py)
+        return engine
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -97,6 +100,7 @@ class Runtime:
     def after_fork(self) -> None:
         """A forked child must not share its parent's connections (SQLAlchemy docs), nor
         its clients of Ittybit and the broker."""
+        TALLY.after_fork()
         if "engine" in self.__dict__:
             self.engine.dispose(close=False)
         if "runner" in self.__dict__:

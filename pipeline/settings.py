@@ -42,6 +42,7 @@ ENVIRONMENT: dict[str, str] = {
     "RETAIN_FAILED_DAYS": "retain_failed_days",
     "PRUNE_INTERVAL": "prune_interval",
     "LIVE_TOKEN_SECRET": "live_token_secrets",
+    "METRICS_TOKEN": "metrics_token",
     "LIVE_MAX_STREAMS": "live_max_streams",
     "LIVE_HEARTBEAT": "live_heartbeat",
     "LOG_LEVEL": "log_level",
@@ -51,7 +52,9 @@ ENVIRONMENT: dict[str, str] = {
 PLATFORM = ("DYNO",)
 MIN_LEASE_SECONDS = 3.0
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
-_SECRET_FIELDS = frozenset({"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets"})
+_SECRET_FIELDS = frozenset(
+    {"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets", "metrics_token"}
+)
 _URL_FIELDS = frozenset({"database_url", "broker_url"})
 
 
@@ -103,6 +106,8 @@ class Settings:
     prune_interval: float = 3600.0
     # Signs the live stream's tokens; comma-separated, newest first, to rotate. Unset: off.
     live_token_secrets: tuple[str, ...] = ()
+    # The bearer token `/metrics` wants; unset: no `/metrics` (404).
+    metrics_token: str = ""
     # Streams one web process holds; past it a new one is answered 503 (the client retries).
     live_max_streams: int = 2000
     live_heartbeat: float = 15.0  # seconds between the stream's keep-alive comments
@@ -147,6 +152,7 @@ class Settings:
             retain_failed_days=number(env, "RETAIN_FAILED_DAYS", 30.0),
             prune_interval=number(env, "PRUNE_INTERVAL", 3600.0),
             live_token_secrets=text_list(env, "LIVE_TOKEN_SECRET"),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
             live_max_streams=int(number(env, "LIVE_MAX_STREAMS", 2000)),
             live_heartbeat=number(env, "LIVE_HEARTBEAT", 15.0),
             log_level=choice(env, "LOG_LEVEL", LOG_LEVELS),

@@ -1,5 +1,6 @@
-"""The web process: `POST /webhooks/ittybit`, `GET /healthz` and the live routes
-(pipeline/live/views.py: status API, stream, media page); errors are JSON.
+"""The web process: `POST /webhooks/ittybit`, `GET /healthz`, the live routes
+(pipeline/live/views.py: status API, stream, media page) and `GET /metrics`
+(pipeline/metrics/views.py); errors are JSON.
 
 Run with `gunicorn -c gunicorn.conf.py 'pipeline.web:create_app()'` (the Procfile).
 """
@@ -13,6 +14,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from pipeline import metrics
 from pipeline.db import ping
 from pipeline.errors import (
     DatabaseUnavailable,
@@ -24,6 +26,7 @@ from pipeline.errors import (
 )
 from pipeline.inbox import receive
 from pipeline.live import views as live
+from pipeline.metrics import views as metrics_views
 from pipeline.runtime import Role, Runtime
 from pipeline.settings import Settings
 from pipeline.signing import SIGNATURE_HEADER, verify
@@ -41,10 +44,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.error("%s", problem)
     app = Flask(__name__, static_folder=None)  # the live blueprint serves /static
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    # `//x` is not a page: a 404 in JSON, not werkzeug's HTML 308 to `/x`.
+    app.url_map.merge_slashes = False
     app.extensions["pipeline"] = runtime
     app.add_url_rule("/webhooks/ittybit", view_func=receive_webhook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     live.init_app(app, runtime.settings, runtime.engine)
+    names = [listener.name for listener in runtime.registry]
+    metrics_views.init_app(app, runtime.settings, runtime.engine, names)
     app.register_error_handler(RequestRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SQLAlchemyError, _database_error)
@@ -58,8 +65,24 @@ def _runtime() -> Runtime:
 
 
 def receive_webhook() -> tuple[Response, int]:
-    """Verify, store, answer, then publish: the 200 means the delivery is durable."""
-    runtime = _runtime()
+    """Verify, store, answer, then publish: the 200 means the delivery is durable. Each
+    answer is counted by outcome (pipeline/metrics)."""
+    try:
+        response, status, outcome = _receive(_runtime())
+    except PayloadTooLarge:
+        metrics.webhook("too_large")
+        raise
+    except InvalidSignature:
+        metrics.webhook("rejected_signature")
+        raise
+    except (DatabaseUnavailable, SQLAlchemyError):
+        metrics.webhook("unavailable")
+        raise
+    metrics.webhook(outcome)
+    return response, status
+
+
+def _receive(runtime: Runtime) -> tuple[Response, int, str]:
     settings = runtime.settings
     body = _read_body(settings.max_body_bytes)
     signature = request.headers.get(SIGNATURE_HEADER)
@@ -81,10 +104,11 @@ def receive_webhook() -> tuple[Response, int]:
     )
     if receipt.error is not None:
         log.warning("webhook stored as event %s, unreadable: %s", receipt.event_id, receipt.error)
-        return _error_body(receipt.error, event_id=receipt.event_id), receipt.error.status
+        error = _error_body(receipt.error, event_id=receipt.event_id)
+        return error, receipt.error.status, "unreadable"
     if receipt.duplicate:
         log.debug("webhook duplicate of event %s", receipt.event_id)
-        return jsonify(status="duplicate", event_id=receipt.event_id), 200
+        return jsonify(status="duplicate", event_id=receipt.event_id), 200, "duplicate"
     runs = [
         {"id": run_id, "listener": name, "state": state} for run_id, name, state in receipt.runs
     ]
@@ -95,7 +119,7 @@ def receive_webhook() -> tuple[Response, int]:
     # Publish once the answer is on its way: the runs are durable already, and a slow
     # broker then delays no sender (the relay covers a publish that fails).
     response.call_on_close(lambda: runtime.publisher.publish(receipt.to_publish))
-    return response, 200
+    return response, 200, "accepted"
 
 
 def _read_body(cap: int) -> bytes:

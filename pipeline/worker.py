@@ -21,11 +21,13 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_shutting_down,
 )
 
 from pipeline import logs
 from pipeline.errors import ConfigError
+from pipeline.metrics.tally import TALLY
 from pipeline.runtime import Role, Runtime
 from pipeline.tasks import register_listener_tasks
 
@@ -64,6 +66,11 @@ def _check(**_: object) -> None:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _after_fork(**_: object) -> None:
     runtime.after_fork()
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _last_counts(**_: object) -> None:
+    TALLY.flush()  # a pool process ends with os._exit: atexit would not run
 
 
 @task_prerun.connect  # type: ignore[untyped-decorator]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from pipeline import metrics
 from pipeline.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
@@ -71,11 +72,14 @@ class IttybitClient:
         try:
             response = self.http.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout:
+            metrics.ittybit_request("error")
             raise RetryableError(f"Ittybit timed out: {method} {path}") from None
         except requests.RequestException as exc:
+            metrics.ittybit_request("error")
             raise RetryableError(
                 f"Ittybit unreachable: {method} {path}: {type(exc).__name__}"
             ) from None
+        metrics.ittybit_request(str(response.status_code))
         if response.status_code < 300:
             try:
                 data = response.json()

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"  # the machine's; each stack has a vhost
+METRICS_TOKEN = "metrics_it_token"  # what /metrics wants of a stack
 
 
 def rabbitmq_answers() -> bool:
@@ -387,6 +388,7 @@ def _start(
         celery_broker_url=broker_url,
         ittybit_webhook_secret=stack.secret,
         live_token_secret=stack.live_secret,
+        metrics_token=METRICS_TOKEN,
         ittybit_api_key=api_key,
         ittybit_api_url=stack.emulator_url,
         public_url=stack.web_url,
