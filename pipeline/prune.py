@@ -26,9 +26,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Connection, Engine, delete, func, select
 
 from pipeline.db import read_only
-from pipeline.models import FINISHED, ListenerRun, RunState, WebhookEvent, utcnow
+from pipeline.models import (
+    FINISHED,
+    ListenerRun,
+    RunState,
+    WebhookEvent,
+    WebhookMinute,
+    utcnow,
+)
 
 BATCH = 500
+MINUTES_KEPT = timedelta(days=1)  # webhook_minutes: the console charts the last hour
 DUTY = 0.25  # the share of the time the pass works; it sleeps the rest
 SQLITE_PAUSE = 0.1  # seconds, at least, between two batches on SQLite
 
@@ -140,6 +148,7 @@ def prune(
                 done.runs += runs
                 done.events += events
         if not looked:
+            _forget_old_minutes(engine)
             return done
         done.looked_at += len(looked)
         after = looked[-1]
@@ -157,3 +166,9 @@ def _still_finished(conn: Connection, ids: list[int]) -> list[int]:
     ).all()
     unfinished = {event for event, state in states if state not in FINISHED}
     return [event for event in ids if event not in unfinished]
+
+
+def _forget_old_minutes(engine: Engine) -> None:
+    """The per-minute webhook counts past MINUTES_KEPT (a row per outcome and minute)."""
+    with engine.begin() as conn:
+        conn.execute(delete(WebhookMinute).where(WebhookMinute.minute < utcnow() - MINUTES_KEPT))

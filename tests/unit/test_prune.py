@@ -9,11 +9,11 @@ from itertools import count as numbers
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from pipeline.cli import main
-from pipeline.models import ListenerRun, RunState, WebhookEvent, utcnow
+from pipeline.models import ListenerRun, RunState, WebhookEvent, WebhookMinute, utcnow
 from pipeline.prune import Cutoffs, count, prune
 from pipeline.settings import Settings
 
@@ -108,3 +108,18 @@ def test_pipeline_prune_dry_run_deletes_nothing(engine: Engine, settings: Settin
     real = runner.invoke(main, ["prune"], env=env)
     assert real.exit_code == 0, real.output
     assert "deleted 1 event(s) and 1 run(s)" in real.output and not left(engine)
+
+
+def test_per_minute_webhook_counts_are_kept_a_day(engine: Engine) -> None:
+    now = utcnow().replace(second=0, microsecond=0)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(WebhookMinute),
+            [
+                {"minute": now - timedelta(days=1, minutes=1), "outcome": "accepted", "count": 3},
+                {"minute": now - timedelta(hours=23), "outcome": "accepted", "count": 2},
+            ],
+        )
+    prune(engine, CUTOFFS)
+    with engine.connect() as conn:
+        assert conn.execute(select(WebhookMinute.count)).scalars().all() == [2]
