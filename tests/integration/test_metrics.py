@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from integration.helpers import finished_runs, make_media, new_task_id, send
-from integration.stack import METRICS_TOKEN, Stack
+from integration.stack import BACKENDS, METRICS_TOKEN, Stack, start_stack
 from pipeline.dev.procs import wait_for
 from pipeline.models import ListenerRun
 
@@ -44,7 +45,19 @@ def webhooks(text: str) -> dict[str, float]:
     return {dict(labels)["outcome"]: value for labels, value in counts.items()}
 
 
-def test_metrics_after_known_traffic_equal_the_ledger(stack: Stack) -> None:
+@pytest.fixture(scope="module", params=BACKENDS)
+def quiet_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack of its own: the shared one still receives the emulator's late webhooks of
+    earlier tests, which would count too."""
+    stack = start_stack(request.param, tmp_path_factory.mktemp(f"metrics-{request.param}"))
+    yield stack
+    stack.stop()
+
+
+def test_metrics_after_known_traffic_equal_the_ledger(quiet_stack: Stack) -> None:
+    stack = quiet_stack
     before_text = scrape(stack)
     before = webhooks(before_text)
     before_runs = samples(before_text).get("ittybit_pipeline_run_duration_seconds_count", {})
