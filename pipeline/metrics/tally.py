@@ -20,8 +20,9 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.models import MetricTotal, WebhookMinute, utcnow
@@ -120,26 +121,23 @@ def _write(
     totals: dict[tuple[str, str], float],
     minutes: Counter[tuple[datetime, str]],
 ) -> None:
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with engine.begin() as conn:
-        if totals:
-            statement = insert(MetricTotal)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[MetricTotal.name, MetricTotal.labels],
-                    set_={"value": MetricTotal.value + statement.excluded.value},
-                ),
-                [{"name": n, "labels": k, "value": v} for (n, k), v in sorted(totals.items())],
-            )
-        if minutes:
-            statement = insert(WebhookMinute)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[WebhookMinute.minute, WebhookMinute.outcome],
-                    set_={"count": WebhookMinute.count + statement.excluded.count},
-                ),
-                [{"minute": m, "outcome": o, "count": n} for (m, o), n in sorted(minutes.items())],
-            )
+        rows = [{"name": n, "labels": k, "value": v} for (n, k), v in sorted(totals.items())]
+        _add(conn, MetricTotal.__table__, ("name", "labels"), "value", rows)
+        rows = [{"minute": m, "outcome": o, "count": n} for (m, o), n in sorted(minutes.items())]
+        _add(conn, WebhookMinute.__table__, ("minute", "outcome"), "count", rows)
+
+
+def _add(
+    conn: Connection, table: Any, keys: tuple[str, str], column: str, rows: list[dict[str, Any]]
+) -> None:
+    """Upsert `rows`, adding their `column` to the stored one where `keys` match."""
+    if not rows:
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table)
+    added = {column: table.c[column] + statement.excluded[column]}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=added), rows)
 
 
 TALLY = Tally()  # the process's
