@@ -25,6 +25,15 @@ def text_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
 
 
+def user_and_password(environ: Mapping[str, str], name: str) -> str:
+    """`user:password`, both non-empty (the password may hold colons); "" if unset."""
+    raw = environ.get(name, "").strip()
+    user, colon, password = raw.partition(":")
+    if raw and not (user and colon and password):
+        raise ConfigError(f"{name} must be user:password, both non-empty")
+    return raw
+
+
 def choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     """The variable's value, upper-cased, if allowed; the first allowed value if unset."""
     raw = (environ.get(name) or allowed[0]).strip().upper()

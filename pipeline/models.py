@@ -149,6 +149,12 @@ class WebhookEvent(Base):
 
     runs: Mapped[list[ListenerRun]] = relationship(back_populates="event")
 
+    # The console's filters, newest first: by status, and by time (pipeline/console/).
+    __table_args__ = (
+        Index("ix_webhook_events_status_id", "status", "id"),
+        Index("ix_webhook_events_received_at", "received_at"),
+    )
+
 
 class RunState(StrEnum):
     """Where a listener run is; pipeline/runs.py holds every move between these."""
@@ -186,6 +192,9 @@ class ListenerRun(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "listener"),
         Index("ix_listener_runs_state_due_at", "state", "due_at"),
+        # Counts by state and listener without reading the finished bulk; dead letters
+        # newest first; runs finished in the last hour (pipeline/console/queries.py).
+        Index("ix_listener_runs_state_listener_finished_at", "state", "listener", "finished_at"),
         CheckConstraint(
             "state IN (" + ", ".join(f"'{state}'" for state in RunState) + ")", name="state"
         ),

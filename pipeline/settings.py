@@ -8,7 +8,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.envvars import choice, number, sqlalchemy_url, text_list, without_password
+from pipeline.envvars import (
+    choice,
+    number,
+    sqlalchemy_url,
+    text_list,
+    user_and_password,
+    without_password,
+)
 from pipeline.errors import ConfigError
 
 # Every variable `Settings.from_env` reads, and the field it fills. Tests scrub exactly
@@ -43,6 +50,7 @@ ENVIRONMENT: dict[str, str] = {
     "PRUNE_INTERVAL": "prune_interval",
     "LIVE_TOKEN_SECRET": "live_token_secrets",
     "METRICS_TOKEN": "metrics_token",
+    "CONSOLE_BASIC_AUTH": "console_basic_auth",
     "LIVE_MAX_STREAMS": "live_max_streams",
     "LIVE_HEARTBEAT": "live_heartbeat",
     "LOG_LEVEL": "log_level",
@@ -53,7 +61,14 @@ PLATFORM = ("DYNO",)
 MIN_LEASE_SECONDS = 3.0
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
 _SECRET_FIELDS = frozenset(
-    {"webhook_secrets", "ittybit_api_key", "smtp_url", "live_token_secrets", "metrics_token"}
+    {
+        "webhook_secrets",
+        "ittybit_api_key",
+        "smtp_url",
+        "live_token_secrets",
+        "metrics_token",
+        "console_basic_auth",
+    }
 )
 _URL_FIELDS = frozenset({"database_url", "broker_url"})
 
@@ -108,6 +123,8 @@ class Settings:
     live_token_secrets: tuple[str, ...] = ()
     # The bearer token `/metrics` wants; unset: no `/metrics` (404).
     metrics_token: str = ""
+    # `user:password` the console wants (HTTP Basic); unset: no console (404).
+    console_basic_auth: str = ""
     # Streams one web process holds; past it a new one is answered 503 (the client retries).
     live_max_streams: int = 2000
     live_heartbeat: float = 15.0  # seconds between the stream's keep-alive comments
@@ -153,6 +170,7 @@ class Settings:
             prune_interval=number(env, "PRUNE_INTERVAL", 3600.0),
             live_token_secrets=text_list(env, "LIVE_TOKEN_SECRET"),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            console_basic_auth=user_and_password(env, "CONSOLE_BASIC_AUTH"),
             live_max_streams=int(number(env, "LIVE_MAX_STREAMS", 2000)),
             live_heartbeat=number(env, "LIVE_HEARTBEAT", 15.0),
             log_level=choice(env, "LOG_LEVEL", LOG_LEVELS),

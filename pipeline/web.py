@@ -1,6 +1,7 @@
 """The web process: `POST /webhooks/ittybit`, `GET /healthz`, the live routes
 (pipeline/live/views.py: status API, stream, media page) and `GET /metrics`
-(pipeline/metrics/views.py); errors are JSON.
+(pipeline/metrics/views.py) and the console at /console/ (pipeline/console/); errors
+are JSON.
 
 Run with `gunicorn -c gunicorn.conf.py 'pipeline.web:create_app()'` (the Procfile).
 """
@@ -15,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pipeline import metrics
+from pipeline.console import views as console
 from pipeline.db import ping
 from pipeline.errors import (
     DatabaseUnavailable,
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     live.init_app(app, runtime.settings, runtime.engine)
     names = [listener.name for listener in runtime.registry]
     metrics_views.init_app(app, runtime.settings, runtime.engine, names)
+    console.init_app(app, runtime.settings, runtime.engine, runtime.publisher, names)
     app.register_error_handler(RequestRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SQLAlchemyError, _database_error)
