@@ -3,6 +3,7 @@
     GET  /console/                      overview; refreshes its panel (?part=panel)
     GET  /console/events                webhooks newest first, each with its runs
     GET  /console/events/<id>           one webhook: raw body, what we read, its runs
+                                        (?part=runs: the runs alone, for its refresh)
     POST /console/runs/<id>/replay      a failed or skipped run back in line
     GET  /console/dead-letters          failed runs, filtered
     GET  /console/dead-letters/replay   how many runs "Replay all" would touch: confirm
@@ -50,6 +51,7 @@ from pipeline.settings import Settings
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 5
+RUNS_REFRESH_SECONDS = 2  # an event's runs, while someone watches a replay
 REPLAY_CHUNK = 500  # runs per replay transaction in a "Replay all"
 SECURITY_HEADERS = {
     # Nothing but our own script and stylesheet runs or loads; no page frames ours.
@@ -186,11 +188,13 @@ def event(event_id: int) -> str:
         detail = queries.event(conn, event_id)
     if detail is None:
         raise NotFound(f"no event {event_id}")
+    part = request.args.get("part") == "runs"
     return render_template(
-        "console/event.html",
+        "console/_event_runs.html" if part else "console/event.html",
         d=detail,
         replayable=REPLAYABLE,
         notice=_notice(),
+        refresh=RUNS_REFRESH_SECONDS,
         page="events",
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,12 +57,15 @@ class BrokenProbe(Listener):
 '''
 
 
-def start_broken_probe_stack(backend: str, root: Path) -> Stack:
-    """A stack whose PYTHONPATH adds `<root>/listeners/broken_probe.py`."""
+def start_broken_probe_stack(
+    backend: str, root: Path, env: Mapping[str, str] | None = None
+) -> Stack:
+    """A stack whose PYTHONPATH adds `<root>/listeners/broken_probe.py` (`env`: more
+    variables for it)."""
     (root / "listeners").mkdir()
     (root / "fixes").mkdir()
     (root / "listeners" / "broken_probe.py").write_text(BROKEN_PROBE)
-    return start_stack(backend, root / "stack", pythonpath=f"{root}:{REPO}")
+    return start_stack(backend, root / "stack", pythonpath=f"{root}:{REPO}", env=env)
 
 
 @pytest.fixture(scope="module")
