@@ -55,6 +55,8 @@ class Plan:
     # ... and the most it may run (start-up, count, deleting): then it is stopped, and its
     # rate says how long all would have taken
     prune_limit: float = 60.0
+    # console: events stored (a week's, 3 runs each) under its pages, on each backend
+    console_events: int = 1_000_000
 
 
 PLANS = {
@@ -69,6 +71,7 @@ PLANS = {
         live_samples=30,
         live_ingest_seconds=1.0,
         prune_events=100_000,
+        console_events=20_000,
     ),
     "smoke": Plan(
         "smoke",
@@ -82,6 +85,7 @@ PLANS = {
         live_streams=100,
         live_ingest_seconds=1.0,
         prune_events=5_000,
+        console_events=2_000,
     ),
 }
 

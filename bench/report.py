@@ -65,6 +65,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("receipt-to-done p50 <= 50 ms (idle)", f"{p50:g} ms (load avg {load:g})", p50 <= 50)
     _live_targets(results.get("live"), add)
     _prune_target(results.get("prune"), add)
+    _console_target(results.get("console"), add)
     for backend, sizes in results.get("table_size", {}).items():
         empty, full = (sizes[k]["runs"] for k in sorted(sizes, key=int))
         ratios = {c: _ratio(full[c]["rps"], empty[c]["rps"]) for c in empty}
@@ -137,6 +138,24 @@ def _prune_target(prune: dict[str, Any] | None, add: Any) -> None:
     )
 
 
+def _console_target(console: dict[str, Any] | None, add: Any) -> None:
+    """The console's: every page's p95 below its target, with the ledger full."""
+    if not console:
+        return
+    for backend, data in console["backends"].items():
+        if "pages" not in data:
+            continue
+        pages = data["pages"]
+        slowest = max(pages, key=lambda name: pages[name]["p95_ms"])
+        met = sum(page["met"] for page in pages.values())
+        add(
+            f"console pages p95 < {console['target_ms']:g} ms ({backend}, "
+            f"{console['events']:,} events)",
+            f"{met}/{len(pages)} pages; slowest {slowest} {pages[slowest]['p95_ms']:g} ms",
+            met == len(pages),
+        )
+
+
 def render(results: dict[str, Any]) -> str:
     """The side-by-side tables, as printed at the end of a run."""
     m = results["machine"]
@@ -158,6 +177,8 @@ def render(results: dict[str, Any]) -> str:
         sections.append(_size_section(backend, sizes))
     if "prune" in results:
         sections.append(_prune_section(results["prune"]))
+    if "console" in results:
+        sections.append(_console_section(results["console"]))
     if "e2e" in results:
         sections.append(_e2e_section(results["e2e"]))
     if "live" in results:
@@ -170,8 +191,8 @@ def render(results: dict[str, Any]) -> str:
         )
     targets = [[t["target"], t["measured"], _mark(t["met"])] for t in results["targets"]]
     sections.append(
-        "TARGETS (issue 5, the live updates' and retention's; reported, never enforced)\n"
-        + _table(["target", "measured", "met"], targets)
+        "TARGETS (issue 5, the live updates', retention's and the console's; reported, never "
+        "enforced)\n" + _table(["target", "measured", "met"], targets)
     )
     return "\n\n".join(sections)
 
@@ -347,6 +368,39 @@ def _prune_lines(prune: dict[str, Any]) -> list[str]:
     for line in prune.get("problems_in_logs", []):
         lines.append(f"  web log: {line}")
     return lines
+
+
+def _console_section(console: dict[str, Any]) -> str:
+    lines = [
+        f"CONSOLE PAGES: our web ({console['web_workers']} workers, no worker), HTTP Basic, "
+        f"one request at a time, {console['requests']} timed per page after "
+        f"{console['warmup']} warm-ups; {console['events']:,} events over the last "
+        f"{console['days']} days, {console['runs']:,} runs, {console['media']:,} media"
+    ]
+    target = f"< {console['target_ms']:g} ms"
+    for backend, data in console["backends"].items():
+        if "skipped" in data:
+            lines.append(f"  {backend}: skipped ({data['skipped']})")
+            continue
+        fill = ", ".join(f"{k} {v:g}" for k, v in data["fill_s"].items())
+        rows = data["rows"]
+        lines.append(
+            f"  {backend}: filled in {sum(data['fill_s'].values()):.0f} s ({fill}); "
+            f"{rows['events']:,} events, {rows['runs']:,} runs ({rows['dead_letters']:,} "
+            f"failed, {rows['unfinished_runs']:,} pending or retrying), {rows['media']:,} media"
+        )
+        header = ["page", "p50 ms", "p95 ms", "max ms", "target", "met"]
+        table = [
+            [name, p["p50_ms"], p["p95_ms"], p["max_ms"], target, _mark(p["met"])]
+            for name, p in data["pages"].items()
+        ]
+        lines.append(_table(header, table))
+        for name, p in data["pages"].items():
+            if p.get("expected_seen") is False:
+                lines.append(f"  {name}: the answer did not show what was asked for ({p['url']})")
+        for line in data.get("problems_in_logs", []):
+            lines.append(f"  web log: {line}")
+    return "\n".join(lines)
 
 
 def _e2e_section(e2e: dict[str, Any]) -> str:
@@ -644,6 +698,9 @@ def _rss_rows(results: dict[str, Any]) -> list[list[Any]]:
             add(f"{proc} ({system}, end to end)", rss)
     if "prune" in results:
         add("web (ours, prune)", results["prune"]["peak_rss"])
+    for backend, data in results.get("console", {}).get("backends", {}).items():
+        if "peak_rss" in data:
+            add(f"web (ours, console, {backend})", data["peak_rss"])
     live = results.get("live", {})
     for label, rss in live.get("streams", {}).get("peak_rss", {}).items():
         add(f"web (ours, live, {label} streams)", rss)

@@ -27,13 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench import e2e, ingest, live, load, prune, report
+from bench import console, e2e, ingest, live, load, prune, report
 from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
 from bench.procs import fsync_ms
 from pipeline.dev.procs import REPO, start_redis
 
-PARTS = ("ingest", "size", "prune", "e2e", "live")
+PARTS = ("ingest", "size", "prune", "console", "e2e", "live")
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -173,6 +173,8 @@ def _run_parts(ctx: Context, parts: list[str], out: dict[str, Any]) -> None:
     if "prune" in parts:
         out["prune"] = _timed("prune", lambda: prune.prune_part(ctx))
         ctx.close()  # its database
+    if "console" in parts:
+        out["console"] = _timed("console pages", lambda: console.console_part(ctx))
     if "e2e" in parts:
         out["e2e"] = {}
         for system in ("ours", "tutorial"):

@@ -360,7 +360,7 @@ def _dead_conditions(chosen: DeadLetterFilter) -> list[ColumnElement[bool]]:
     if chosen.listener:
         conditions.append(ListenerRun.listener == chosen.listener)
     if chosen.error:
-        conditions.append(ListenerRun.last_error.contains(chosen.error, autoescape=True))
+        conditions.append(ListenerRun.last_error.icontains(chosen.error, autoescape=True))
     if chosen.since is not None:
         conditions.append(ListenerRun.finished_at >= chosen.since)
     if chosen.until is not None:
