@@ -32,6 +32,8 @@ from pipeline.runtime import Role, Runtime
 from pipeline.tasks import register_listener_tasks
 
 log = logging.getLogger(__name__)
+# The worker's own process; prefork's pool processes are forked from it after this import.
+_MAIN_PID = os.getpid()
 
 try:
     runtime = Runtime.from_env(Role.WORKER)
@@ -76,7 +78,11 @@ def _last_counts(**_: object) -> None:
 @task_prerun.connect  # type: ignore[untyped-decorator]
 def _on_sigterm_finish_or_hand_back(**_: object) -> None:
     """In a pool process, before a task (billiard sets its own handlers after
-    worker_process_init): SIGTERM lets the work finish or hands it back (lease.py)."""
+    worker_process_init): SIGTERM lets the work finish or hands it back (lease.py).
+    Not in the worker's own process (`--pool solo` or threads run tasks there), whose
+    SIGTERM is Celery's warm shutdown and must stay so."""
+    if os.getpid() == _MAIN_PID:
+        return
     if signal.getsignal(signal.SIGTERM) is not _stopping:
         signal.signal(signal.SIGTERM, _stopping)
 

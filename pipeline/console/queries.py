@@ -71,7 +71,13 @@ def overview(conn: Connection, listeners: Sequence[str]) -> Overview:
     ).all()
     recent = conn.execute(
         select(ListenerRun.listener, ListenerRun.state, func.count())
-        .where(ListenerRun.state.in_(RECENT), ListenerRun.finished_at >= hour_ago)
+        .where(
+            ListenerRun.state.in_(RECENT),
+            # Naming the listeners lets the index reach the hour's entries of each one
+            # directly: without it every finished run's entry is read (0.4 s at 3M runs).
+            ListenerRun.listener.in_(listeners),
+            ListenerRun.finished_at >= hour_ago,
+        )
         .group_by(ListenerRun.listener, ListenerRun.state)
     ).all()
     for listener, state, n in [*counted, *recent]:

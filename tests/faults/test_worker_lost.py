@@ -139,3 +139,29 @@ def test_a_worker_stopping_with_a_run_past_its_grace_hands_it_back_and_exits_in_
     assert probe.effects(task_id) == [(runs["probe"].id, 2)]
     assert "handed back" in leaving.log(leaving.log_start)
     print(f"{whom}: exited {exited_in:.1f}s after SIGTERM, run done {done_in:.1f}s after")
+
+
+def test_a_solo_pool_worker_sent_sigterm_keeps_celerys_warm_shutdown(shipped: Stack) -> None:
+    """`--pool solo` runs tasks in the worker's own process: the pool's SIGTERM handler
+    (finish or hand back) is not installed there, so Celery's warm shutdown still lets
+    the task finish and the worker exit at once after it."""
+    stack, probe = shipped, probe_of(shipped)
+    stack.procs["worker"].stop()
+    solo = start_worker(stack.env, stack.logs, "solo", 1, "--pool", "solo")
+    try:
+        wait_for(worker_ready(solo), what="the solo worker", timeout=60, proc=solo)
+        task_id, body = a_probed_delivery(stack, sleep=3)
+        assert send(stack.webhook_url, body, stack.secret).status_code == 200
+        probe.wait_started(task_id)
+        told = time.monotonic()
+        solo.popen.send_signal(signal.SIGTERM)
+        solo.popen.wait(30)
+        exited_in = time.monotonic() - told
+        runs = finished_runs(stack.db, task_id)()
+    finally:
+        solo.stop()
+        stack.start_worker()
+    assert runs and (runs["probe"].state, runs["probe"].attempts) == ("succeeded", 1)
+    # The task's 3 s and no more: not the 20-s grace of a handler that took SIGTERM over.
+    assert exited_in < 10, f"the solo worker took {exited_in:.1f}s to exit"
+    assert "handed back" not in solo.log(solo.log_start)

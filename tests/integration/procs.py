@@ -228,11 +228,16 @@ def start_gunicorn(
 
 
 def start_worker(
-    env: Mapping[str, str], logs: Path, name: str = "worker", concurrency: int = 2
+    env: Mapping[str, str],
+    logs: Path,
+    name: str = "worker",
+    concurrency: int = 2,
+    *more: str,
 ) -> Proc:
-    """The Procfile's `worker`, prefork with `concurrency` children, named after `name`."""
+    """The Procfile's `worker`, prefork with `concurrency` children, named after `name`
+    (`more`: further options for it, e.g. another pool)."""
     env = {**env, "WORKER_CONCURRENCY": str(concurrency)}
-    return start_process("worker", env, logs, "-n", f"{name}@%h", label=name)
+    return start_process("worker", env, logs, "-n", f"{name}@%h", *more, label=name)
 
 
 def start_relay(env: Mapping[str, str], logs: Path, interval: float, name: str = "relay") -> Proc:

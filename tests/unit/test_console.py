@@ -481,11 +481,21 @@ def _states(engine: Engine, event_id: int) -> set[RunState]:
 
 
 def test_counting_queries_stay_off_the_finished_bulk(engine: Engine) -> None:
-    """The overview's counts use the (state, listener, finished_at) index, not a scan."""
+    """The overview's counts use the (state, listener, finished_at) index, not a scan:
+    the runs not finished, and those finished within the hour (by named listener)."""
+    queries = [
+        "WHERE state IN ('pending','running','retrying','failed')",
+        "WHERE state IN ('succeeded','skipped') AND listener IN ('a','b') "
+        "AND finished_at >= '2026-12-01'",
+    ]
     with engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT listener, state, count(*) FROM listener_runs "
-            "WHERE state IN ('pending','running','retrying','failed') GROUP BY listener, state"
-        ).all()
+        for where in queries:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT listener, state, count(*) FROM listener_runs "
+                f"{where} GROUP BY listener, state"
+            ).all()
+            used = " ".join(str(row) for row in plan)
+            assert "USING COVERING INDEX ix_listener_runs_state_listener_finished_at" in used
+            if "finished_at" in where:  # straight to the hour's entries
+                assert "(state=? AND listener=? AND finished_at>?)" in used
         assert conn.scalar(select(func.count()).select_from(ListenerRun)) == 0
-    assert any("ix_listener_runs_state_listener_finished_at" in str(row) for row in plan)
