@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     live.init_app(app, runtime.settings, runtime.engine)
     names = [listener.name for listener in runtime.registry]
-    metrics_views.init_app(app, runtime.settings, runtime.engine, names)
+    metrics_views.init_app(
+        app, runtime.settings, runtime.engine, names, lambda: runtime.publisher.backlog()
+    )
     console.init_app(app, runtime.settings, runtime.engine, runtime.publisher, names)
     app.register_error_handler(RequestRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,9 +45,15 @@ HISTOGRAMS = {
 class Exposition:
     """The page, rendered at most every CACHE_SECONDS per process."""
 
-    def __init__(self, engine: Engine, listeners: Sequence[str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        listeners: Sequence[str],
+        backlog: Callable[[], int | None] | None = None,
+    ) -> None:
         self.engine = engine
         self.listeners = tuple(listeners)
+        self.backlog = backlog  # the broker's queue length (None: it cannot say)
         self._lock = threading.Lock()
         self._page: bytes = b""
         self._at = -CACHE_SECONDS
@@ -56,16 +62,22 @@ class Exposition:
         with self._lock:
             if time.monotonic() - self._at >= CACHE_SECONDS:
                 registry = CollectorRegistry(auto_describe=False)
-                registry.register(_Ledger(self.engine, self.listeners))
+                registry.register(_Ledger(self.engine, self.listeners, self.backlog))
                 self._page = generate_latest(registry)
                 self._at = time.monotonic()
             return self._page
 
 
 class _Ledger:
-    def __init__(self, engine: Engine, listeners: Sequence[str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        listeners: Sequence[str],
+        backlog: Callable[[], int | None] | None = None,
+    ) -> None:
         self.engine = engine
         self.listeners = listeners
+        self.backlog = backlog
 
     def collect(self) -> Iterator[Metric]:
         with db.read_only(self.engine).connect() as conn:
@@ -95,6 +107,13 @@ class _Ledger:
             at = since.get(listener)
             gauge.add_metric([listener], max(0.0, (now - at).total_seconds()) if at else 0.0)
         yield gauge
+        waiting = self.backlog() if self.backlog is not None else None
+        if waiting is not None:  # absent, rather than a made-up 0, when the broker is silent
+            yield GaugeMetricFamily(
+                f"{PREFIX}broker_backlog",
+                "Messages waiting in the broker's queue for a worker",
+                value=float(waiting),
+            )
 
 
 def _counters(totals: list[tuple[str, dict[str, str], float]]) -> Iterator[Metric]:

@@ -4,7 +4,7 @@ a 404 while METRICS_TOKEN is unset, as if there were no such page."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from flask import Flask, Response, request
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -15,8 +15,14 @@ from pipeline.metrics.exposition import Exposition
 from pipeline.settings import Settings
 
 
-def init_app(app: Flask, settings: Settings, engine: Engine, listeners: Sequence[str]) -> None:
-    exposition = Exposition(engine, listeners)
+def init_app(
+    app: Flask,
+    settings: Settings,
+    engine: Engine,
+    listeners: Sequence[str],
+    backlog: Callable[[], int | None] | None = None,
+) -> None:
+    exposition = Exposition(engine, listeners, backlog)
     token = settings.metrics_token
 
     def metrics() -> Response:

@@ -190,3 +190,18 @@ def test_a_webhook_is_counted_by_its_outcome(settings: Settings) -> None:
         "unavailable": 0,
     }
     engine.dispose()
+
+
+def test_the_broker_backlog_is_a_gauge_and_absent_when_the_broker_cannot_say(
+    engine: Engine,
+) -> None:
+    def parsed(backlog: int | None) -> dict[str, dict[tuple, float]]:
+        text = Exposition(engine, (), lambda: backlog).page().decode()
+        return {
+            s.name: {tuple(sorted(s.labels.items())): s.value}
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    assert parsed(7)["ittybit_pipeline_broker_backlog"] == {(): 7.0}
+    assert "ittybit_pipeline_broker_backlog" not in parsed(None)
