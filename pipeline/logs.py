@@ -12,6 +12,10 @@ import logging
 import logging.config
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+# Celery's two INFO lines per task ("received", "succeeded in"): our own line per run
+# (pipeline/tasks.py) says the same with the run's ids, so at INFO these are left out;
+# DEBUG shows them. Their warnings and errors (a task that raised) always show.
+PER_TASK = ("celery.worker.strategy", "celery.app.trace")
 
 
 def configure(level: str = "INFO") -> None:
@@ -23,6 +27,9 @@ def configure(level: str = "INFO") -> None:
             "formatters": {"plain": {"format": FORMAT}},
             "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
             "root": {"level": level, "handlers": ["stderr"]},
+            "loggers": {
+                name: {"level": "WARNING" if level == "INFO" else level} for name in PER_TASK
+            },
         }
     )
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, update
 
+from pipeline import logs
 from pipeline.cli import main
 from pipeline.dev.procfile import procfile, procfile_command
 from pipeline.inbox import receive
@@ -159,3 +160,21 @@ def test_a_refused_signature_is_logged_with_the_address_never_the_secret_or_body
         "webhook from 127.0.0.1 refused: no signature",
     ]
     assert all(SECRET not in line and "00ff" not in line for line in lines)
+
+
+def test_celerys_per_task_lines_are_left_out_at_info_and_shown_at_debug() -> None:
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        logs.configure("INFO")
+        trace = logging.getLogger("celery.app.trace")
+        assert not trace.isEnabledFor(logging.INFO)  # our line per run says it
+        assert trace.isEnabledFor(logging.ERROR)  # a task that raised still shows
+        assert logging.getLogger("pipeline.tasks").isEnabledFor(logging.INFO)
+        logs.configure("DEBUG")
+        assert logging.getLogger("celery.worker.strategy").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for name in logs.PER_TASK:
+            logging.getLogger(name).setLevel(logging.NOTSET)
