@@ -86,8 +86,13 @@ def test_a_dead_letter_shows_in_runs_in_the_log_and_in_flower(listener_stack: St
         run_ids = {run["id"] for run in answer.json()["runs"]}
         runs = wait_for(finished_runs(stack.db, task_id), what="every run ends")
         states = wait_for(
-            lambda: len(found := flower_states(url, auth, run_ids)) == len(run_ids) and found,
-            what="Flower knows each task",
+            # Each task in a final state: Flower may have seen a task start, not yet end.
+            lambda: (
+                len(found := flower_states(url, auth, run_ids)) == len(run_ids)
+                and set(found.values()) <= {"SUCCESS", "FAILURE"}
+                and found
+            ),
+            what="Flower knows how each task ended",
             timeout=30,
         )
     finally:
