@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Retry
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.listener import Listener
 from pipeline.models import RunState
@@ -24,6 +25,11 @@ class RunFailed(Exception):
     """The run ended `failed`: it is on the dead-letter list (`pipeline runs --state failed`)."""
 
 
+class DatabaseUnreachable(Exception):
+    """The run's outcome could not be recorded: the database did not answer. The run keeps
+    its last recorded state, and the relay publishes it again (past its lease or due time)."""
+
+
 def register_listener_tasks(app: Celery, runtime: Runtime) -> None:
     """Register a task for every discovered listener."""
     for listener in runtime.registry:
@@ -32,7 +38,17 @@ def register_listener_tasks(app: Celery, runtime: Runtime) -> None:
 
 def _register(app: Celery, runtime: Runtime, listener: Listener) -> None:
     def run_listener(task: Task[Any, Any], run_id: int) -> str | None:
-        outcome = runtime.runner.execute(run_id)
+        try:
+            outcome = runtime.runner.execute(run_id)
+        except DBAPIError as exc:
+            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            log.warning(
+                "run %s (%s): database error (%s); the relay publishes the run again",
+                run_id,
+                listener.name,
+                reason,
+            )
+            raise DatabaseUnreachable(f"run {run_id} ({listener.name}): {reason}") from None
         claim = outcome.claim
         about = f"run {run_id} ({listener.name}, event {claim.event_id if claim else '?'})"
         last_line = (outcome.detail.strip().splitlines() or [""])[-1][:200]
@@ -56,6 +72,6 @@ def _register(app: Celery, runtime: Runtime, listener: Listener) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
-        throws=(RunFailed,),  # expected: logged above, at ERROR, without Celery's traceback
+        throws=(RunFailed, DatabaseUnreachable),  # logged above, without Celery's traceback
         max_retries=None,  # attempts are counted in the database, per listener policy
     )(run_listener)

@@ -273,16 +273,20 @@ def the_faults(cluster: Cluster, senders: Senders) -> tuple[str, float, str, set
     wait_for(lambda: _succeeded(cluster.db, cut_off), timeout=60, what="B finishes A's run")
     partition_lasted = time.monotonic() - partitioned
     network.heal("a")
-    # Its log line says its outcome was refused: success ("...; its effects discarded")
-    # or, when the listener's next statement needed a new connection during the
-    # partition and timed out, the retry it then tried to record.
-    fenced = f"run {taken.run_id} (probe, event "
-    refused = "nothing to do, the run was taken over"
+    # A's attempt ends: its outcome refused (success "...; its effects discarded", or the
+    # retry it tried to record when the listener's statement failed meanwhile), or, when
+    # the database stayed out of reach past its connect timeout, its error logged and
+    # nothing recorded. A statement sent during the partition waits for TCP's next
+    # retransmission, which backs off: it may come as long after the heal as the
+    # partition lasted.
+    about = f"run {taken.run_id} (probe"
+    endings = ("nothing to do, the run was taken over", "database error (")
     wait_for(
         lambda: any(
-            fenced in line and refused in line for line in a.procs["worker"].log(a_log).splitlines()
+            about in line and any(e in line for e in endings)
+            for line in a.procs["worker"].log(a_log).splitlines()
         ),
-        timeout=90,
+        timeout=90 + 2 * partition_lasted,
         what="A's late outcome refused",
     )
 
