@@ -57,6 +57,8 @@ class Plan:
     prune_limit: float = 60.0
     # console: events stored (a week's, 3 runs each) under its pages, on each backend
     console_events: int = 1_000_000
+    # speed: webhooks per burst, each waited out (bench/speed.py)
+    speed_events: int = 3_000
 
 
 PLANS = {
@@ -72,6 +74,7 @@ PLANS = {
         live_ingest_seconds=1.0,
         prune_events=100_000,
         console_events=20_000,
+        speed_events=600,
     ),
     "smoke": Plan(
         "smoke",
@@ -86,6 +89,7 @@ PLANS = {
         live_ingest_seconds=1.0,
         prune_events=5_000,
         console_events=2_000,
+        speed_events=60,
     ),
 }
 

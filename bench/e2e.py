@@ -56,11 +56,11 @@ def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
     plan = ctx.plan
     database = ctx.fresh_database()
     engine = database.engine
-    idle = deliveries(f"task_idle_{system}", plan.idle_events, ctx.secret, first_media_id=1)
+    quiet = deliveries(f"task_idle_{system}", plan.idle_events, ctx.secret, first_media_id=1)
     burst = deliveries(
         f"task_e2e_{system}", plan.events, ctx.secret, first_media_id=1 + plan.idle_events
     )
-    seed_media(engine, idle + burst)
+    seed_media(engine, quiet + burst)
     os.sync()  # what earlier parts wrote goes to disk now, not during the measurement
     disk = fsync_ms(ctx.tmp, rounds=30)
     env = ctx.env(database, ctx.fresh_broker())
@@ -76,9 +76,9 @@ def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
         pool, concurrency = ctx.setup.worker(system)
         procs["worker"] = start_worker(system, env, ctx.logs, f"worker-{system}", pool, concurrency)
         url = f"{env['PUBLIC_URL']}/webhooks/ittybit"
-        counted = functools.partial(_cpu_counted, ctx, database, procs)
+        counted = functools.partial(cpu_counted, ctx, database, procs)
         result = {
-            "idle": counted(lambda: _idle(system, engine, url, idle, procs["worker"])),
+            "idle": counted(lambda: idle(system, engine, url, quiet, procs["worker"])),
             "burst": counted(lambda: _burst(ctx, system, engine, url, burst, procs["worker"])),
         }
         result["peak_rss"] = {name: peak_rss_mb(proc) for name, proc in procs.items()}
@@ -92,7 +92,7 @@ def end_to_end(ctx: Context, system: str) -> dict[str, Any]:
     return result
 
 
-def _cpu_counted(
+def cpu_counted(
     ctx: Context, database: Database, procs: dict[str, Proc], phase: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run a phase, adding the CPU its processes used: in seconds, and per event when every
@@ -120,7 +120,7 @@ def _per_event(
     return {"counted": counted, "events": events, "per_event": per}
 
 
-def _idle(
+def idle(
     system: str, engine: Engine, url: str, batch: list[Delivery], worker: Proc
 ) -> dict[str, Any]:
     """One webhook every IDLE_INTERVAL seconds: latency with nothing queued ahead."""
@@ -134,7 +134,7 @@ def _idle(
             timeout=10,
         ).raise_for_status()
         time.sleep(max(0.0, sent[delivery.task_id] + IDLE_INTERVAL - time.time()))
-    return _outcome(system, engine, batch, sent, worker, time.monotonic() + IDLE_TIMEOUT)
+    return outcome(system, engine, batch, sent, worker, time.monotonic() + IDLE_TIMEOUT)
 
 
 def _burst(
@@ -148,7 +148,7 @@ def _burst(
     def run() -> dict[str, Any]:
         sending = load.send_all(url, batch, BURST_CONCURRENCY, until)
         sent = [d for d in batch if d.task_id in sending.sent_at]
-        result = _outcome(system, engine, sent, sending.sent_at, worker, until)
+        result = outcome(system, engine, sent, sending.sent_at, worker, until)
         return {**result, "sending": sending.summary(), "window_s": window or None}
 
     if not (ctx.profile and system == "ours"):
@@ -158,7 +158,7 @@ def _burst(
     return {**burst, "profile": profiled}
 
 
-def _outcome(
+def outcome(
     system: str,
     engine: Engine,
     batch: list[Delivery],

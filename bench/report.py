@@ -7,6 +7,7 @@ import platform
 import subprocess
 from typing import Any
 
+from bench import speed
 from pipeline.dev.procs import REPO
 
 
@@ -63,6 +64,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         p50 = e2e["ours"]["idle"]["receipt_to_done_ms"]["p50"]
         load = results["machine"]["load_average"][0]
         add("receipt-to-done p50 <= 50 ms (idle)", f"{p50:g} ms (load avg {load:g})", p50 <= 50)
+    if results.get("speed"):
+        speed.targets(results["speed"], add)
     _live_targets(results.get("live"), add)
     _prune_target(results.get("prune"), add)
     _console_target(results.get("console"), add)
@@ -181,6 +184,8 @@ def render(results: dict[str, Any]) -> str:
         sections.append(_console_section(results["console"]))
     if "e2e" in results:
         sections.append(_e2e_section(results["e2e"]))
+    if "speed" in results:
+        sections.append(speed.render(results["speed"], _table))
     if "live" in results:
         sections.extend(_live_sections(results["live"]))
     rss = _rss_rows(results)
