@@ -18,10 +18,9 @@ class UpdateMediaRecord(Listener):
         return True
 
     def handle(self, event: Event, ctx: Context) -> dict[str, Any]:
-        media, role = find_media(ctx.session, event)
-        # Lock the row, re-read: without it two deliveries about one media at once both
+        # Locked as it is read: without it two deliveries about one media at once both
         # pass is_newer on PostgreSQL and the last to commit wins, older or not.
-        ctx.session.refresh(media, with_for_update=True)
+        media, role = find_media(ctx.session, event, lock=True)
         if role is Role.THUMBNAIL:
             if not event.succeeded or event.output is None or not event.output.url:
                 return {"media_id": media.id, "thumbnail": event.status}

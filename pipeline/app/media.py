@@ -34,20 +34,25 @@ class MediaNotYetKnown(RetryableError):
         )
 
 
-def find_media(session: Session, event: Event) -> tuple[Media, Role]:
+def find_media(session: Session, event: Event, *, lock: bool = False) -> tuple[Media, Role]:
     """The media an event is about, and whether it reports its main job or its thumbnail.
 
     By `metadata.media_id` first (what we set when creating jobs), else by task id.
+    `lock`: read it FOR UPDATE (PostgreSQL; SQLite's writer holds the whole file), so
+    that what the listener decides from it still holds at its commit.
     """
     media = None
     if event.media_id is not None and event.media_id.isdigit():
-        media = session.get(Media, int(event.media_id))
+        media = session.get(
+            Media, int(event.media_id), with_for_update=lock or None, populate_existing=lock
+        )
     if media is None:
-        media = session.scalars(
-            select(Media).where(
-                or_(Media.task_id == event.task_id, Media.thumbnail_task_id == event.task_id)
-            )
-        ).first()
+        query = select(Media).where(
+            or_(Media.task_id == event.task_id, Media.thumbnail_task_id == event.task_id)
+        )
+        if lock:  # re-read even if this session had loaded it
+            query = query.with_for_update().execution_options(populate_existing=True)
+        media = session.scalars(query).first()
     if media is None:
         raise MediaNotYetKnown(event)
     is_thumbnail = event.role == Role.THUMBNAIL or (

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, event, func, select, update
+from sqlalchemy import Connection, String, bindparam, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -69,24 +69,56 @@ def stamp(session: Session, media: Iterable[Media]) -> None:
         by_owner[owner_key(item)].append(item)
     for owner in sorted(by_owner):
         items = by_owner[owner]
-        version = tick(conn, owner)
         ids = [item.id for item in items]
-        conn.execute(update(Media).where(Media.id.in_(ids)).values(version=version))
         if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_notify(CHANNEL, f"{owner}:{version}")))
+            version = _tick_stamp_notify(conn, owner, ids)
+        else:
+            version = tick(conn, owner)
+            conn.execute(update(Media).where(Media.id.in_(ids)).values(version=version))
         for item in items:
             set_committed_value(item, "version", version)
 
 
-def tick(conn: Connection, owner: int) -> int:
-    """The owner's clock, advanced by one (created at 1), locked until the commit."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(MediaClock)
-        .values(user_id=owner, version=1)
+def _upsert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _tick_statement(dialect: str) -> Any:
+    return (
+        _upsert(dialect)(MediaClock)
+        .values(user_id=bindparam("owner"), version=1)
         .on_conflict_do_update(
             index_elements=[MediaClock.user_id], set_={"version": MediaClock.version + 1}
         )
         .returning(MediaClock.version)
     )
-    return int(conn.execute(statement).scalar_one())
+
+
+def tick(conn: Connection, owner: int) -> int:
+    """The owner's clock, advanced by one (created at 1), locked until the commit."""
+    return int(conn.execute(_tick_statement(conn.dialect.name), {"owner": owner}).scalar_one())
+
+
+# PostgreSQL: the tick, the media's version and the NOTIFY in one round trip. Every
+# data-modifying WITH runs, in order of the plan; the media rows are already locked by
+# this transaction's own write, so the lock order (media, then clock) is the same.
+_CLOCK = _tick_statement("postgresql").cte("clock")
+_VERSIONED = (
+    update(Media)
+    .where(Media.id.in_(bindparam("ids", expanding=True)))
+    # updated_at as the listener's write set it (its onupdate is not applied inside a WITH)
+    .values(version=select(_CLOCK.c.version).scalar_subquery(), updated_at=Media.updated_at)
+    .returning(Media.id)
+    .cte("versioned")
+)
+_PAYLOAD = func.concat(bindparam("owner_key", type_=String), ":", _CLOCK.c.version)
+_TICK_STAMP_NOTIFY = select(
+    _CLOCK.c.version,
+    func.pg_notify(CHANNEL, _PAYLOAD),
+    select(func.count()).select_from(_VERSIONED).scalar_subquery(),
+)
+
+
+def _tick_stamp_notify(conn: Connection, owner: int, ids: list[int]) -> int:
+    params = {"owner": owner, "owner_key": str(owner), "ids": ids}
+    return int(conn.execute(_TICK_STAMP_NOTIFY, params).one()[0])
