@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,9 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
+_SIBLINGS = select(ListenerRun.id, ListenerRun.state, ListenerRun.finished_at).where(
+    ListenerRun.event_id == bindparam("event_id")
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,13 @@ class Runner:
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.registry = registry
         self.leases = LeaseKeeper(engine, settings.lease_seconds)
+        # Reads of a single statement: on PostgreSQL one round trip (no BEGIN, no ROLLBACK).
+        postgresql = engine.dialect.name == "postgresql"
+        self._reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if postgresql
+            else read_only(engine)
+        )
         self._ittybit: IttybitClient | None = None
 
     def ittybit(self) -> IttybitClient:
@@ -93,14 +103,9 @@ class Runner:
     def _count_if_event_done(self, claim: Claim) -> None:
         """If this run was the event's last to end, its receipt → done time (metrics). Read
         after the commit: of two runs ending at once, the later-stamped one counts it."""
-        query = select(ListenerRun.id, ListenerRun.state, ListenerRun.finished_at).where(
-            ListenerRun.event_id == claim.event_id
-        )
         try:
-            with read_only(self.engine).connect() as conn:
-                if conn.dialect.name == "postgresql":  # one round trip: no BEGIN, no ROLLBACK
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                rows = conn.execute(query).all()
+            with self._reads.connect() as conn:
+                rows = conn.execute(_SIBLINGS, {"event_id": claim.event_id}).all()
         except DBAPIError:  # a metric is not worth failing the task for
             return
         if not rows or not all(RunState(r.state).finished and r.finished_at for r in rows):
