@@ -1,0 +1,76 @@
+"""SQLite's writers wait their turn on a lock file (db.WriterQueue) rather than in SQLite's
+busy handler: a writer behind another goes on once the first commits, and one held past
+its timeout gets SQLite's own "database is locked" after that timeout, not twice it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from pipeline.db import make_engine, read_only
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'writers.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, who TEXT)"))
+    engine.dispose()
+    yield url
+
+
+def _names(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT who FROM notes ORDER BY id")).scalars())
+
+
+def test_a_writer_behind_another_goes_on_once_the_first_commits(url: str) -> None:
+    first, second = make_engine(url, timeout=10), make_engine(url, timeout=10)
+    wrote = threading.Event()
+
+    def write_second() -> None:
+        with second.begin() as conn:
+            conn.execute(text("INSERT INTO notes (who) VALUES ('second')"))
+        wrote.set()
+
+    with first.begin() as conn:
+        conn.execute(text("INSERT INTO notes (who) VALUES ('first')"))
+        behind = threading.Thread(target=write_second)
+        behind.start()
+        assert not wrote.wait(0.3)  # it waits while the first holds the write lock
+    behind.join(5)
+    assert wrote.is_set()
+    assert _names(first) == ["first", "second"]
+
+
+def test_a_writer_held_past_its_timeout_gets_database_is_locked_after_that_timeout(
+    url: str,
+) -> None:
+    holder, waiter = make_engine(url, timeout=10), make_engine(url, timeout=0.5)
+    with holder.begin() as conn:
+        conn.execute(text("INSERT INTO notes (who) VALUES ('holder')"))
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"), waiter.begin() as w:
+            w.execute(text("INSERT INTO notes (who) VALUES ('waiter')"))
+        waited = time.monotonic() - started
+    assert 0.5 <= waited < 0.9  # its turn did not come, and SQLite's wait was not added
+    with waiter.begin() as conn:  # the lock is free again; the waiter's timeout restored
+        conn.execute(text("INSERT INTO notes (who) VALUES ('waiter')"))
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 500
+    assert _names(holder) == ["holder", "waiter"]
+
+
+def test_a_reader_does_not_wait_for_a_writer(url: str) -> None:
+    writer, reader = make_engine(url, timeout=10), make_engine(url, timeout=0.2)
+    with writer.begin() as conn:
+        conn.execute(text("INSERT INTO notes (who) VALUES ('writing')"))
+        started = time.monotonic()
+        assert _names(read_only(reader)) == []  # WAL: the last commit, at once
+        assert time.monotonic() - started < 0.2
