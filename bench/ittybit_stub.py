@@ -53,8 +53,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def _main(port: int) -> None:
-    server = await asyncio.start_server(_serve, "127.0.0.1", port, backlog=256)
+async def _main(host: str, port: int) -> None:
+    server = await asyncio.start_server(_serve, host, port, backlog=256)
     print(f"listening on {port}", flush=True)
     async with server:
         await server.serve_forever()
@@ -62,8 +62,10 @@ async def _main(port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(_main(parser.parse_args(argv).port))
+    args = parser.parse_args(argv)
+    asyncio.run(_main(args.host, args.port))
     return 0
 
 

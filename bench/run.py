@@ -27,13 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench import console, e2e, ingest, live, load, prune, report, speed
+from bench import console, e2e, ingest, live, load, prune, report, scale, speed
 from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
 from bench.procs import fsync_ms
 from pipeline.dev.procs import REPO, start_redis
 
-PARTS = ("ingest", "size", "prune", "console", "e2e", "speed", "live")
+PARTS = ("ingest", "size", "prune", "console", "e2e", "speed", "scale", "live")
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -184,6 +184,8 @@ def _run_parts(ctx: Context, parts: list[str], out: dict[str, Any]) -> None:
     if "speed" in parts:
         ctx.close()  # the end-to-end databases
         out["speed"] = _timed("end to end at full speed", lambda: speed.speed_part(ctx))
+    if "scale" in parts:
+        out["scale"] = _timed("scale", lambda: scale.scale_part(ctx))
     if "live" in parts:
         ctx.close()  # the end-to-end databases
         out["live"] = _timed("live updates", lambda: live.live(ctx))

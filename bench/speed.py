@@ -117,6 +117,7 @@ class Stack:
     backend: str
     system: str
     settings: Settings
+    workers: int = 1  # worker processes, each with `settings`
     database: Database = dataclasses.field(init=False)
     procs: dict[str, Proc] = dataclasses.field(default_factory=dict)
     url: str = ""
@@ -126,13 +127,15 @@ class Stack:
         self.database = ctx.fresh_database(self.backend)
         env = ctx.env(self.database, ctx.fresh_broker())
         try:
-            self.procs["stub"], stub_port = _start_stub(env, ctx, name)
+            self.procs["stub"], stub_port = start_stub(env, ctx, name)
             env["ITTYBIT_API_URL"] = f"http://127.0.0.1:{stub_port}"
             self.procs["web"], web_port = start_web(
                 HANDLERS[self.system], env, ctx.logs, f"speed-web-{name}", ctx.setup.web_workers
             )
             env["PUBLIC_URL"] = f"http://127.0.0.1:{web_port}"
-            self.procs["worker"] = _start_worker(self.system, self.settings, env, ctx, name)
+            for n in range(self.workers):
+                key = "worker" if n == 0 else f"worker-{n + 1}"
+                self.procs[key] = start_worker(self.system, self.settings, env, ctx, f"{name}-{n}")
         except BaseException:
             self.__exit__()
             raise
@@ -148,15 +151,18 @@ class Stack:
         self.ctx.close()  # this stack's database
 
 
-def _start_stub(env: dict[str, str], ctx: Context, name: str) -> tuple[Proc, int]:
+def start_stub(
+    env: dict[str, str], ctx: Context, name: str, host: str = "127.0.0.1"
+) -> tuple[Proc, int]:
+    """The Ittybit stand-in on a free port of `host`."""
     port = free_port()
-    argv = ["python", "-m", "bench.ittybit_stub", "--port", str(port)]
+    argv = ["python", "-m", "bench.ittybit_stub", "--host", host, "--port", str(port)]
     proc = Proc(f"stub-{name}", argv, environment(env), ctx.logs)
     wait_for(lambda: "listening" in proc.log(), what="the Ittybit stand-in", timeout=20, proc=proc)
     return proc, port
 
 
-def _start_worker(
+def start_worker(
     system: str, settings: Settings, env: dict[str, str], ctx: Context, name: str
 ) -> Proc:
     """Ours from the Procfile: as shipped, nothing set; else WORKER_CONCURRENCY, LOG_LEVEL
@@ -212,26 +218,39 @@ def _answers_ping(broker: str, name: str) -> bool:
         app.close()
 
 
-def _burst(ctx: Context, backend: str, system: str, settings: Settings) -> dict[str, Any]:
+def _burst(
+    ctx: Context, backend: str, system: str, settings: Settings, workers: int = 1
+) -> dict[str, Any]:
     """`plan.speed_events` webhooks at once, waited out."""
-    batch = deliveries(f"task_speed_{system}", ctx.plan.speed_events, ctx.secret)
-    with Stack(ctx, backend, system, settings) as stack:
-        seed_media(stack.database.engine, batch)
-        os.sync()
-
-        def run() -> dict[str, Any]:
-            sending = load.send_all(stack.url, batch, e2e.BURST_CONCURRENCY)
-            until = time.monotonic() + BURST_TIMEOUT
-            engine, worker = stack.database.engine, stack.procs["worker"]
-            result = e2e.outcome(system, engine, batch, sending.sent_at, worker, until)
-            return {**result, "sending": sending.summary()}
-
-        before = stack.database.counters()
-        result = e2e.cpu_counted(ctx, stack.database, stack.procs, run)
-        stack.stop()  # a PostgreSQL backend reports its counts when it exits at the latest
-        result["commits_per_event"] = _commits(before, stack.database, result)
+    with Stack(ctx, backend, system, settings, workers) as stack:
+        result = timed_burst(ctx, stack.database, stack.procs, stack.url, system)
     result["settings"] = dataclasses.asdict(settings)
-    _say(f"{backend} {system} {settings.label}: {result['events_per_s']:g} events/s")
+    _say(f"{backend} {system} {settings.label} x{workers}: {result['events_per_s']:g} events/s")
+    return result
+
+
+def timed_burst(
+    ctx: Context, database: Database, procs: dict[str, Proc], url: str, system: str
+) -> dict[str, Any]:
+    """A burst through a started stack (`procs`, its web at `url`), then the stack stopped:
+    events/s, CPU and commits per event."""
+    batch = deliveries(f"task_speed_{system}", ctx.plan.speed_events, ctx.secret)
+    seed_media(database.engine, batch)
+    os.sync()
+
+    def run() -> dict[str, Any]:
+        sending = load.send_all(url, batch, e2e.BURST_CONCURRENCY)
+        until = time.monotonic() + BURST_TIMEOUT
+        result = e2e.outcome(
+            system, database.engine, batch, sending.sent_at, procs["worker"], until
+        )
+        return {**result, "sending": sending.summary()}
+
+    before = database.counters()
+    result = e2e.cpu_counted(ctx, database, procs, run)
+    for proc in reversed(procs.values()):  # a PostgreSQL backend reports its counts at exit
+        proc.stop()
+    result["commits_per_event"] = _commits(before, database, result)
     return result
 
 

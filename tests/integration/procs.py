@@ -23,10 +23,12 @@ class PostgresServer:
     """Our own PostgreSQL (initdb, trust auth, no fsync) on a free port, run as the
     `postgres` user, for tests that stop or freeze the database; `close()` removes it.
     `network` (an address/prefix such as 10.250.3.1/24) adds an address it listens on
-    and the clients it trusts there (tests with several hosts)."""
+    and the clients it trusts there (tests with several hosts); `fsync` as a production
+    server has it (bench/scale.py)."""
 
-    def __init__(self, logs: Path, network: str | None = None) -> None:
+    def __init__(self, logs: Path, network: str | None = None, fsync: bool = False) -> None:
         self.logs = logs
+        self.fsync = fsync
         self.listen = "127.0.0.1"
         self.port = free_port()
         self.home = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
@@ -81,7 +83,7 @@ class PostgresServer:
                 "-c",
                 f"unix_socket_directories={self.home}",
                 "-c",
-                "fsync=off",
+                f"fsync={'on' if self.fsync else 'off'}",
             ],
             os.environ,
             self.logs,
