@@ -72,22 +72,30 @@ def start_worker(
     if system == "ours":
         proc = start_process("worker", env, logs, *extra, label=name)
     else:
-        argv = [
-            "celery",
-            "-A",
-            WORKERS[system],
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            *extra,
-        ]
+        argv = celery_worker(WORKERS[system], pool, concurrency, "INFO", f"{name}@%h")
         proc = Proc(name, argv, env, logs, cwd=REPO)
     wait_for(lambda: " ready." in proc.log(), what=f"{name} ready", timeout=60, proc=proc)
     return proc
+
+
+def celery_worker(app: str, pool: str, concurrency: int, loglevel: str, name: str) -> list[str]:
+    """`celery worker` on `app` with the Procfile's worker options (no mingle, no gossip)."""
+    return [
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        name,
+    ]
 
 
 def start_emulator(env: Mapping[str, str], logs: Path, name: str) -> tuple[Proc, int]:

@@ -41,7 +41,7 @@ def scale_part(ctx: Context) -> dict[str, Any]:
         return {"skipped": "PostgreSQL does not answer on 127.0.0.1:5432"}
     rows: dict[str, Any] = {}
     for count in WORKER_COUNTS:
-        result = speed._burst(ctx, "postgresql", "ours", speed.SHIPPED, workers=count)
+        result = speed.burst(ctx, "postgresql", "ours", speed.SHIPPED, workers=count)
         rows[f"one host, {count} worker process{'es' if count > 1 else ''}"] = result
     rows.update(_across_a_hop(ctx))
     return {"rows": rows}
@@ -135,7 +135,7 @@ def _hop_burst(
     finally:
         for proc in reversed(procs.values()):
             proc.stop()
-    speed._say(f"scale {'two hosts' if split else 'own PostgreSQL'}: {result['events_per_s']:g}/s")
+    speed.say(f"scale {'two hosts' if split else 'own PostgreSQL'}: {result['events_per_s']:g}/s")
     return result
 
 

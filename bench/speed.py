@@ -36,7 +36,7 @@ from celery import Celery
 from bench import e2e, load
 from bench.context import BACKENDS, Context, Database, postgresql_answers
 from bench.payloads import Delivery, deliveries, seed_media
-from bench.procs import HANDLERS, WORKERS, Proc, environment, start_web
+from bench.procs import HANDLERS, WORKERS, Proc, celery_worker, environment, start_web
 from pipeline.dev.procfile import start_process
 from pipeline.dev.procs import free_port, wait_for
 from pipeline.signing import SIGNATURE_HEADER
@@ -87,13 +87,13 @@ def _backend(ctx: Context, backend: str) -> dict[str, Any]:
     tutorial_search = TUTORIAL_SEARCH[:1] if smoke else TUTORIAL_SEARCH
     search: dict[str, dict[str, list[dict[str, Any]]]] = {"tutorial": {}, "ours": {}}
     for settings in tutorial_search:
-        search["tutorial"][settings.label] = [_burst(ctx, backend, "tutorial", settings)]
+        search["tutorial"][settings.label] = [burst(ctx, backend, "tutorial", settings)]
     for settings in ours_search:
-        search["ours"][settings.label] = [_burst(ctx, backend, "ours", settings)]
+        search["ours"][settings.label] = [burst(ctx, backend, "ours", settings)]
     best = max(tutorial_search, key=lambda s: _rate(search["tutorial"][s.label]))
     # The second round of the two that are compared, one after the other.
-    search["tutorial"][best.label].append(_burst(ctx, backend, "tutorial", best))
-    search["ours"][SHIPPED.label].append(_burst(ctx, backend, "ours", SHIPPED))
+    search["tutorial"][best.label].append(burst(ctx, backend, "tutorial", best))
+    search["ours"][SHIPPED.label].append(burst(ctx, backend, "ours", SHIPPED))
     ours_rate = _rate(search["ours"][SHIPPED.label])
     return {
         "search": search,
@@ -181,22 +181,9 @@ def start_worker(
             extra += ["--pool", settings.pool]
         proc = start_process("worker", run_env, ctx.logs, *extra, label=label)
     else:
-        argv = [
-            "celery",
-            "-A",
-            WORKERS[system],
-            "worker",
-            "--pool",
-            settings.pool,
-            "--concurrency",
-            str(settings.concurrency),
-            "--loglevel",
-            settings.loglevel,
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"{label}@%h",
-        ]
+        argv = celery_worker(
+            WORKERS[system], settings.pool, settings.concurrency, settings.loglevel, f"{label}@%h"
+        )
         proc = Proc(label, argv, environment(base), ctx.logs)
     wait_for(
         functools.partial(
@@ -218,14 +205,15 @@ def _answers_ping(broker: str, name: str) -> bool:
         app.close()
 
 
-def _burst(
+def burst(
     ctx: Context, backend: str, system: str, settings: Settings, workers: int = 1
 ) -> dict[str, Any]:
     """`plan.speed_events` webhooks at once, waited out."""
     with Stack(ctx, backend, system, settings, workers) as stack:
         result = timed_burst(ctx, stack.database, stack.procs, stack.url, system)
     result["settings"] = dataclasses.asdict(settings)
-    _say(f"{backend} {system} {settings.label} x{workers}: {result['events_per_s']:g} events/s")
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    say(f"{backend} {system} {settings.label}{processes}: {result['events_per_s']:g} events/s")
     return result
 
 
@@ -378,5 +366,5 @@ def render(speed: dict[str, Any], table: Callable[[list[str], list[list[Any]]], 
     return "\n\n".join(parts)
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(f"[bench] {text}", flush=True)
