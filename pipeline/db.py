@@ -154,6 +154,11 @@ def _warn_once(reason: str) -> None:
     )
 
 
+@functools.cache
+def _say_once(message: str) -> None:
+    log.warning("%s", message)
+
+
 def _sqlite_on_connect(synchronous: str, busy: float, dbapi_connection: Any, _: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
     dbapi_connection.isolation_level = None
@@ -237,7 +242,14 @@ class WriterQueue:
         key = (os.getpid(), id(dbapi_connection))
         fd = self._held.get(key)
         if fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:  # as SQLite makes its -wal and -shm files: the umask decides
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:  # not ours to open: SQLite's busy handler alone, as before
+                _say_once(
+                    f"SQLite's writers wait in its busy handler: their lock file "
+                    f"{self.path} cannot be opened ({exc.strerror})"
+                )
+                return True
             self._held[key] = fd
         deadline = time.monotonic() + self.timeout
         pause = 0.0002

@@ -4,6 +4,7 @@ its timeout gets SQLite's own "database is locked" after that timeout, not twice
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -74,3 +75,19 @@ def test_a_reader_does_not_wait_for_a_writer(url: str) -> None:
         started = time.monotonic()
         assert _names(read_only(reader)) == []  # WAL: the last commit, at once
         assert time.monotonic() - started < 0.2
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_writes_to_sqlites_own_wait(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock_file = tmp_path / "writers.db-writers"
+    lock_file.unlink()  # made by the fixture's writes
+    lock_file.mkdir()  # something else where the lock file goes
+    engine = make_engine(url, timeout=1)
+    with caplog.at_level(logging.WARNING, "pipeline.db"):
+        for who in ("one", "two"):
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO notes (who) VALUES (:who)"), {"who": who})
+    assert _names(engine) == ["one", "two"]
+    [warning] = [r.getMessage() for r in caplog.records if "lock file" in r.getMessage()]
+    assert "busy handler" in warning and "writers.db-writers" in warning
