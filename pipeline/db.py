@@ -9,20 +9,17 @@ acknowledges every packet. For that the web also arms a SIGALRM (`deadline`).
 
 SQLite runs in WAL mode and takes its write lock at BEGIN, so two processes never
 deadlock upgrading a read to a write; its writers queue on a lock file first
-(WriterQueue), so a freed write lock is taken again at once.
+(sqlite_writers.py), so a freed write lock is taken again at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import math
-import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +61,8 @@ def make_engine(
         on_connect = functools.partial(_sqlite_on_connect, sqlite_synchronous, busy)
         event.listen(engine, "connect", on_connect)
         if parsed.database and parsed.database != ":memory:":
+            from pipeline.sqlite_writers import WriterQueue  # it needs READ_ONLY from here
+
             WriterQueue(Path(f"{parsed.database}-writers"), busy).install(engine)
         else:
             event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -154,11 +153,6 @@ def _warn_once(reason: str) -> None:
     )
 
 
-@functools.cache
-def _say_once(message: str) -> None:
-    log.warning("%s", message)
-
-
 def _sqlite_on_connect(synchronous: str, busy: float, dbapi_connection: Any, _: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
     dbapi_connection.isolation_level = None
@@ -184,92 +178,3 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     # fails at once with SQLITE_BUSY instead of waiting: take the write lock up front.
     reads_only = connection.get_execution_options().get(READ_ONLY)
     connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
-
-
-class WriterQueue:
-    """SQLite's writers wait for a lock file (flock) before BEGIN IMMEDIATE, instead of in
-    SQLite's busy handler: that one sleeps 1, 2, 5, 10 ... 100 ms between tries, so under
-    contention the write lock sits free while its waiters sleep. Here a waiter tries
-    again at most a millisecond after the lock's release. Past `timeout` the waiter goes
-    on to BEGIN IMMEDIATE without waiting more: SQLite's own "database is locked". The
-    kernel drops a dead process's lock with its files. The lock file only orders our
-    writers; SQLite's lock still decides (another program writing waits as before)."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
-        self.timeout = timeout
-        # (process, DBAPI connection) -> its lock file: a forked child opens its own, as a
-        # lock belongs to the open file, which a fork shares
-        self._held: dict[tuple[int, int], int] = {}
-
-    def install(self, engine: Engine) -> None:
-        event.listen(engine, "begin", self._begin)
-        dialect = engine.dialect
-        commit, rollback = dialect.do_commit, dialect.do_rollback
-
-        def do_commit(dbapi_connection: Any) -> None:
-            try:
-                commit(dbapi_connection)
-            finally:
-                self._release(dbapi_connection)
-
-        def do_rollback(dbapi_connection: Any) -> None:
-            try:
-                rollback(dbapi_connection)
-            finally:
-                self._release(dbapi_connection)
-
-        dialect.do_commit = do_commit  # type: ignore[method-assign]
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
-        event.listen(engine, "close", lambda dbapi, _record: self._release(dbapi, close=True))
-
-    def _begin(self, connection: Any) -> None:
-        if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-            return
-        if self._acquire(connection.connection.dbapi_connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            return
-        # Waited `timeout` already: SQLite says "database is locked" now, not after its own.
-        connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-        try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        finally:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-
-    def _acquire(self, dbapi_connection: Any) -> bool:
-        """Whether the turn came within `timeout`."""
-        key = (os.getpid(), id(dbapi_connection))
-        fd = self._held.get(key)
-        if fd is None:
-            try:  # as SQLite makes its -wal and -shm files: the umask decides
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as exc:  # not ours to open: SQLite's busy handler alone, as before
-                _say_once(
-                    f"SQLite's writers wait in its busy handler: their lock file "
-                    f"{self.path} cannot be opened ({exc.strerror})"
-                )
-                return True
-            self._held[key] = fd
-        deadline = time.monotonic() + self.timeout
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(pause)
-                pause = min(pause * 2, 0.001)
-
-    def _release(self, dbapi_connection: Any, close: bool = False) -> None:
-        # do_commit and do_rollback get the pool's proxy, the close event the connection
-        raw = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
-        key = (os.getpid(), id(raw))
-        fd = self._held.pop(key, None) if close else self._held.get(key)
-        if fd is None:
-            return
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        if close:
-            os.close(fd)

@@ -1,6 +1,7 @@
-"""SQLite's writers wait their turn on a lock file (db.WriterQueue) rather than in SQLite's
-busy handler: a writer behind another goes on once the first commits, and one held past
-its timeout gets SQLite's own "database is locked" after that timeout, not twice it."""
+"""SQLite's writers wait their turn on a lock file (pipeline/sqlite_writers.py) rather
+than in SQLite's busy handler: a writer behind another goes on once the first commits, and
+one held past its timeout gets SQLite's own "database is locked" after that timeout, not
+twice it."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def test_a_lock_file_that_cannot_be_opened_leaves_writes_to_sqlites_own_wait(
     lock_file.unlink()  # made by the fixture's writes
     lock_file.mkdir()  # something else where the lock file goes
     engine = make_engine(url, timeout=1)
-    with caplog.at_level(logging.WARNING, "pipeline.db"):
+    with caplog.at_level(logging.WARNING, "pipeline.sqlite_writers"):
         for who in ("one", "two"):
             with engine.begin() as conn:
                 conn.execute(text("INSERT INTO notes (who) VALUES (:who)"), {"who": who})
