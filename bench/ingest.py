@@ -84,17 +84,17 @@ class Contender:
     stored_before: int = 0
 
 
-def contenders(ctx: Context, handlers: bool, fill: bool) -> list[Contender]:
+def contenders(ctx: Context, handlers: bool, fill: bool, backend: str) -> list[Contender]:
     """Ours (empty table); ours with `plan.fill` events stored; the tutorial's; the bare one;
-    each on a fresh database of the run's backend."""
-    chosen = [Contender("ours", HANDLERS["ours"], ctx.fresh_database())]
+    each on a fresh database of `backend`."""
+    chosen = [Contender("ours", HANDLERS["ours"], ctx.fresh_database(backend))]
     if fill:
-        database = ctx.fresh_database()
+        database = ctx.fresh_database(backend)
         fill_events(database.engine, ctx.plan.fill)
         chosen.append(Contender(filled(ctx), HANDLERS["ours"], database, ctx.plan.fill))
     if handlers:
         for name in ("tutorial", "bare"):
-            chosen.append(Contender(name, HANDLERS[name], ctx.fresh_database()))
+            chosen.append(Contender(name, HANDLERS[name], ctx.fresh_database(backend)))
     return chosen
 
 
