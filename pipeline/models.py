@@ -193,7 +193,7 @@ class ListenerRun(Base):
         UniqueConstraint("event_id", "listener"),
         Index("ix_listener_runs_state_due_at", "state", "due_at"),
         # Counts by state and listener without reading the finished bulk; dead letters
-        # newest first; runs finished in the last hour (pipeline/console/queries.py).
+        # newest first; runs finished in the last hour (pipeline/console/queries/overview.py).
         Index("ix_listener_runs_state_listener_finished_at", "state", "listener", "finished_at"),
         CheckConstraint(
             "state IN (" + ", ".join(f"'{state}'" for state in RunState) + ")", name="state"
