@@ -21,6 +21,7 @@ from pipeline.events import Event, parse
 from pipeline.inbox_sql import Run, Runs, Stored, write_postgresql, write_sqlite
 from pipeline.models import RunState, WebhookEvent, utcnow
 from pipeline.registry import Registry
+from pipeline.sqlite_writers import writer_queue
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,11 @@ def _store(engine: Engine, values: dict[str, Any], runs: Runs, timeout: float | 
         except (errors, SQLAlchemyError) as exc:
             raise _unavailable(exc) from exc
         driver: Any = pooled.driver_connection
+        queue = writer_queue(engine)
+        turn = queue.turn(pooled.dbapi_connection) if queue else contextlib.nullcontext()
         stored: Stored | None = None
         try:
-            with deadline(timeout):
+            with deadline(timeout), turn:
                 stored = write(driver, engine.dialect, values, runs)
             return stored
         except DeadlineExceeded:

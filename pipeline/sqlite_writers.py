@@ -3,11 +3,14 @@ engines of pipeline/db.py install it for every SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
 import os
 import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,14 @@ log = logging.getLogger(__name__)
 @functools.cache
 def _say_once(message: str) -> None:
     log.warning("%s", message)
+
+
+_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+
+
+def writer_queue(engine: Engine) -> WriterQueue | None:
+    """The queue of `engine`'s SQLite file; None for any other database (or :memory:)."""
+    return _QUEUES.get(engine)
 
 
 class WriterQueue:
@@ -40,6 +51,7 @@ class WriterQueue:
         self._held: dict[tuple[int, int], int] = {}
 
     def install(self, engine: Engine) -> None:
+        _QUEUES[engine] = self
         event.listen(engine, "begin", self._begin)
         dialect = engine.dialect
         commit, rollback = dialect.do_commit, dialect.do_rollback
@@ -59,6 +71,25 @@ class WriterQueue:
         dialect.do_commit = do_commit  # type: ignore[method-assign]
         dialect.do_rollback = do_rollback  # type: ignore[method-assign]
         event.listen(engine, "close", lambda dbapi, _record: self._release(dbapi, close=True))
+
+    @contextlib.contextmanager
+    def turn(self, dbapi_connection: Any) -> Iterator[None]:
+        """The queue's turn around a transaction made on the driver's own connection (the
+        webhook's write, inbox.py), which SQLAlchemy's begin and commit never see: a writer
+        left to SQLite's busy handler would sleep up to 100 ms between tries and lose
+        every freed lock to the queued ones. Past `timeout`, its BEGIN IMMEDIATE gets
+        "database is locked" at once, as in `_begin`."""
+        if self._acquire(dbapi_connection):
+            try:
+                yield
+            finally:
+                self._release(dbapi_connection)
+            return
+        dbapi_connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            yield
+        finally:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     def _begin(self, connection: Any) -> None:
         if connection.get_execution_options().get(READ_ONLY):

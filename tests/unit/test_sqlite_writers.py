@@ -5,6 +5,7 @@ twice it."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
@@ -16,6 +17,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from pipeline.db import make_engine, read_only
+from pipeline.errors import DatabaseUnavailable
+from pipeline.inbox import receive
+from pipeline.registry import discover
+from pipeline.settings import Settings
+
+from .support import fixture_bytes
+from .test_database_deadline import hold_write_lock
+
+BODY = fixture_bytes("shape_b_guide_succeeded.json")
 
 
 @pytest.fixture
@@ -92,3 +102,45 @@ def test_a_lock_file_that_cannot_be_opened_leaves_writes_to_sqlites_own_wait(
     assert _names(engine) == ["one", "two"]
     [warning] = [r.getMessage() for r in caplog.records if "lock file" in r.getMessage()]
     assert "busy handler" in warning and "writers.db-writers" in warning
+
+
+def test_a_webhooks_write_waits_its_turn_in_the_queue_like_every_other_writer(
+    settings: Settings, engine: Engine
+) -> None:
+    """The inbox writes on the driver's connection, past SQLAlchemy's begin: it queues all
+    the same (else SQLite's busy handler, sleeping up to 100 ms, loses each freed lock)."""
+    web = make_engine(settings.database_url, timeout=5)
+    lock_file = Path(settings.database_url.removeprefix("sqlite:///") + "-writers")
+    stored: list[int] = []
+
+    def write() -> None:
+        stored.append(receive(web, discover(), BODY, 60, 5).event_id)
+
+    with lock_file.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a writer's turn; SQLite itself is not locked
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive() and not stored  # it waits for the turn
+        fcntl.flock(held, fcntl.LOCK_UN)
+    writer.join(5)
+    assert len(stored) == 1
+    with lock_file.open("a") as probe:  # and gave the turn back after its commit
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    web.dispose()
+
+
+def test_a_webhooks_write_not_given_its_turn_in_time_is_refused_after_that_time(
+    settings: Settings, engine: Engine
+) -> None:
+    web = make_engine(settings.database_url, timeout=0.5)
+    holder = hold_write_lock(engine, 3)
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable):
+        receive(web, discover(), BODY, 60, None)  # no alarm: the queue's and SQLite's waits
+    waited = time.monotonic() - started
+    holder.join()
+    assert 0.5 <= waited < 0.9  # the queue's timeout, and not SQLite's on top
+    with web.connect() as conn:  # its busy timeout restored
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
+    web.dispose()
