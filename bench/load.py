@@ -33,6 +33,7 @@ class LoadResult:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     wrapped: int = 0  # times the bodies ran out and were sent again
+    resent: int = 0  # answers of 5xx (or no answer) sent again, as Ittybit would (send_all)
     sent_at: dict[str, float] = field(default_factory=dict, repr=False)  # task id → send time
 
     @property
@@ -69,8 +70,10 @@ def run(
 def send_all(
     url: str, batch: list[Delivery], concurrency: int, until: float = float("inf")
 ) -> LoadResult:
-    """Send each delivery of `batch` once, in order, noting when; stop at `until` (monotonic)."""
-    return asyncio.run(_drive(url, batch, concurrency, seconds=None, until=until))
+    """Send each delivery of `batch` in order, noting when; stop at `until` (monotonic). A
+    delivery answered 5xx (or not at all) is sent again after RESEND_AFTER seconds, up to
+    RESEND_TIMES times, as Ittybit retries it: a burst's every event then gets stored."""
+    return asyncio.run(_drive(url, batch, concurrency, seconds=None, until=until, resend=True))
 
 
 def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> LoadResult:
@@ -144,12 +147,16 @@ def _seconds(value: float, unit: str) -> float:
 # --- the asyncio client --------------------------------------------------------------------
 
 
+RESEND_TIMES, RESEND_AFTER = 5, 0.5
+
+
 async def _drive(
     url: str,
     batch: list[Delivery],
     concurrency: int,
     seconds: float | None,
     until: float = float("inf"),
+    resend: bool = False,
 ) -> LoadResult:
     """`concurrency` loops, each sending the next delivery until time (or the batch) runs out."""
     host, port, path = _split(url)
@@ -166,14 +173,20 @@ async def _drive(
             delivery = batch[n % len(batch)]
             result.wrapped = max(result.wrapped, n // len(batch))
             result.sent_at.setdefault(delivery.task_id, time.time())
-            begun = time.monotonic()
-            try:
-                status = await _post(host, port, path, delivery)
-            except OSError:
-                result.errors += 1
-                continue
-            latencies.append(time.monotonic() - begun)
-            result.non_2xx += not 200 <= status < 300
+            for attempt in range(1 + (RESEND_TIMES if resend else 0)):
+                if attempt:
+                    result.resent += 1
+                    await asyncio.sleep(RESEND_AFTER)
+                begun = time.monotonic()
+                try:
+                    status = await _post(host, port, path, delivery)
+                except OSError:
+                    result.errors += 1
+                    continue
+                latencies.append(time.monotonic() - begun)
+                result.non_2xx += not 200 <= status < 300
+                if status < 500:
+                    break
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     result.seconds = time.monotonic() - started
