@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +77,15 @@ class WriterQueue:
         """The queue's turn around a transaction made on the driver's own connection (the
         webhook's write, inbox.py), which SQLAlchemy's begin and commit never see: a writer
         left to SQLite's busy handler would sleep up to 100 ms between tries and lose
-        every freed lock to the queued ones. Past `timeout`, its BEGIN IMMEDIATE gets
-        "database is locked" at once, as in `_begin`."""
+        every freed lock to the queued ones. Past `timeout`, as in `_begin`."""
         if self._acquire(dbapi_connection):
             try:
                 yield
             finally:
                 self._release(dbapi_connection)
             return
-        dbapi_connection.execute("PRAGMA busy_timeout = 0")
-        try:
+        with self._no_busy_wait(dbapi_connection.execute):
             yield
-        finally:
-            dbapi_connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     def _begin(self, connection: Any) -> None:
         if connection.get_execution_options().get(READ_ONLY):
@@ -98,12 +94,18 @@ class WriterQueue:
         if self._acquire(connection.connection.dbapi_connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
             return
-        # Waited `timeout` already: SQLite says "database is locked" now, not after its own.
-        connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-        try:
+        with self._no_busy_wait(connection.exec_driver_sql):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @contextlib.contextmanager
+    def _no_busy_wait(self, execute: Callable[[str], Any]) -> Iterator[None]:
+        """SQLite's busy timeout off for the block: the writer waited `timeout` in the
+        queue already, so it gets "database is locked" now, not after SQLite's own wait."""
+        execute("PRAGMA busy_timeout = 0")
+        try:
+            yield
         finally:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     def _acquire(self, dbapi_connection: Any) -> bool:
         """Whether the turn came within `timeout`."""
