@@ -3,7 +3,9 @@
 An engine given a `timeout` takes its deadlines from the driver and the server:
 PostgreSQL ends a statement or a lock wait past `statement_timeout`/`lock_timeout`, a dead
 network past `tcp_user_timeout`, and a handshake past `connect_timeout`; SQLite stops
-waiting for the write lock past its busy timeout. One case none of them covers: a
+waiting for the write lock past its busy timeout. Given `idle_in_transaction`, the server
+also ends a session silent inside a transaction (a client the network cut off), freeing
+its locks. One case none of them covers: a
 PostgreSQL server that is stopped (SIGSTOP, a frozen VM) while its kernel still
 acknowledges every packet. For that the web also arms a SIGALRM (`deadline`).
 
@@ -39,11 +41,14 @@ def make_engine(
     sqlite_synchronous: str = "FULL",
     pool_pre_ping: bool = True,
     timeout: float | None = None,
+    idle_in_transaction: float | None = None,
     **kwargs: Any,
 ) -> Engine:
     """An engine for `url` with the settings the pipeline relies on.
 
     `timeout`: seconds a statement, a lock wait or a connection attempt may take.
+    `idle_in_transaction` (PostgreSQL): seconds a session may sit silent inside a
+    transaction before the server ends it and frees its locks (see _postgresql_deadlines).
     `sqlite_synchronous`: FULL syncs every commit to disk; NORMAL (WAL) survives any process
     crash but may lose the last commits on power loss or an OS crash.
     `pool_pre_ping` (PostgreSQL; a SQLite file has no connection to lose): test each pooled
@@ -68,21 +73,31 @@ def make_engine(
             event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        kwargs.setdefault("connect_args", _postgresql_deadlines(timeout))
+        kwargs.setdefault("connect_args", _postgresql_deadlines(timeout, idle_in_transaction))
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=pool_pre_ping, **kwargs)
 
 
-def _postgresql_deadlines(timeout: float | None) -> dict[str, Any]:
-    if timeout is None:
-        return {"connect_timeout": 3}
-    ms = max(1, int(timeout * 1000))
-    return {
-        "connect_timeout": max(2, math.ceil(timeout)),  # libpq's minimum is 2 s
-        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-        "tcp_user_timeout": ms,
-    }
+def _postgresql_deadlines(timeout: float | None, idle: float | None) -> dict[str, Any]:
+    """A client cut off by the network mid-transaction looks to the server like one that
+    is thinking: its session stays idle in the transaction, holding its row locks (an
+    owner's media clock, which every change of that owner's media takes) until the
+    kernel gives up on the peer, hours later. `idle` bounds that: the server ends the
+    session, and whoever waits on its locks goes on. Our transactions never wait on
+    the network (Context.outside_transaction), so a live one is never idle that long."""
+    settings: dict[str, int] = {}
+    args: dict[str, Any] = {"connect_timeout": 3}
+    if timeout is not None:
+        ms = max(1, int(timeout * 1000))
+        settings.update(statement_timeout=ms, lock_timeout=ms)
+        # libpq's connect_timeout is 2 s at least
+        args.update(connect_timeout=max(2, math.ceil(timeout)), tcp_user_timeout=ms)
+    if idle is not None:
+        settings["idle_in_transaction_session_timeout"] = max(1, int(idle * 1000))
+    if settings:
+        args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return args
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -69,6 +69,8 @@ class Runtime:
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_pre_ping=self.role is Role.OPS,
             timeout=settings.database_write_timeout if web else None,
+            # silent that long mid-transaction: as cut off as a worker that lost its lease
+            idle_in_transaction=settings.lease_seconds,
             **options,
         )
         TALLY.bind(engine)  # the process's counts go to its database (metrics/tally.py)

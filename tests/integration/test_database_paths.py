@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from pipeline.db import make_engine
@@ -25,10 +25,12 @@ from pipeline.errors import DatabaseUnavailable
 from pipeline.events import Event
 from pipeline.inbox import receive
 from pipeline.listener import Listener
+from pipeline.live.versions import OWNERLESS, tick
 from pipeline.migrate import alembic_config, upgrade
 from pipeline.models import ListenerRun, RunState, WebhookEvent, utcnow
 from pipeline.registry import Registry
 from pipeline.runner import Runner
+from pipeline.runtime import Role, Runtime
 from pipeline.settings import Settings
 
 from .stack import BACKENDS, PG_SERVER, create_database
@@ -243,3 +245,37 @@ def test_postgresqls_own_lock_timeout_ends_a_write_stuck_behind_a_lock(database_
     web.dispose()
     holder.dispose()
     assert len(outcome) == 1 and outcome[0] < 1.5, outcome
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_cut_off_mid_transaction_has_its_locks_freed_after_the_lease(
+    database_url: str,
+) -> None:
+    """A worker host the network cut off inside a transaction is, to the server, a session
+    idle in that transaction: it keeps the owner's media clock, which every change of that
+    owner's media takes, and another host's workers queue behind it until the kernel gives
+    up on the peer (hours). The worker's engine has the server end such a session after
+    the lease; its work is rolled back and the others' changes go on."""
+    settings = Settings.from_env(
+        {"PIPELINE_VAR_DIR": "var", "DATABASE_URL": database_url, "RUN_LEASE_SECONDS": "3"}
+    )
+    cut_off = Runtime(settings, Role.WORKER).engine
+    other = Runtime(settings, Role.WORKER).engine
+    ticked: list[int] = []
+
+    def change() -> None:
+        with other.begin() as conn:
+            ticked.append(tick(conn, OWNERLESS))
+
+    with cut_off.connect() as silent:
+        silent.begin()
+        tick(silent, OWNERLESS)  # then not a word more, as if its cable were pulled
+        waiting = threading.Thread(target=change)
+        waiting.start()
+        waiting.join(30)
+        assert not waiting.is_alive(), "the change still waits on the silent session's lock"
+        with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+            silent.execute(text("SELECT 1"))
+    assert ticked == [1]  # the silent session's tick was rolled back
+    cut_off.dispose()
+    other.dispose()
