@@ -260,6 +260,7 @@ def the_faults(cluster: Cluster, senders: Senders) -> tuple[str, float, str, set
     a_log = a.procs["worker"].log_size()
     network.partition("a")
     partitioned = time.monotonic()
+    print(f"hosts: A cut off with {unfinished(cluster.db)} runs unfinished")
     # Deliveries aimed at A meanwhile get no answer and go to B, as behind a balancer.
     aimed_at_a = [f"task_side_during_{n}" for n in range(10)]
     add_media(cluster.db, aimed_at_a)
@@ -270,6 +271,7 @@ def the_faults(cluster: Cluster, senders: Senders) -> tuple[str, float, str, set
     assert senders.failed_over - failed_over >= len(bodies)
     taken = cluster.probe.wait_started(cut_off, attempt=2, timeout=60)
     assert taken.pid in b.worker_pids()
+    print(f"hosts: B took A's run over {time.monotonic() - partitioned:.1f}s after the cut")
     wait_for(lambda: _succeeded(cluster.db, cut_off), timeout=60, what="B finishes A's run")
     partition_lasted = time.monotonic() - partitioned
     network.heal("a")
@@ -295,7 +297,10 @@ def the_faults(cluster: Cluster, senders: Senders) -> tuple[str, float, str, set
     killed_mid_run = sleeper_on(cluster, senders, "b", "kill")
     b_pids = b.worker_pids()
     b.kill()
+    killed = time.monotonic()
+    print(f"hosts: B killed with {unfinished(cluster.db)} runs unfinished")
     taken = cluster.probe.wait_started(killed_mid_run, attempt=2, timeout=60)
+    print(f"hosts: A took B's run over {time.monotonic() - killed:.1f}s after the kill")
     assert taken.pid in a.worker_pids()
     return cut_off, partition_lasted, killed_mid_run, b_pids
 
