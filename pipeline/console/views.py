@@ -10,30 +10,20 @@
     POST /console/dead-letters/replay   replay them
     GET  /console/media/<id>            a media's record and timeline
 
-Off (404) unless CONSOLE_BASIC_AUTH is set; access.py checks credentials and CSRF.
+Off (404) unless CONSOLE_BASIC_AUTH is set: blueprint.py holds the guard, the headers and
+the filters every page shares.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from flask import (
-    Blueprint,
-    Flask,
-    Response,
-    current_app,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Flask, redirect, render_template, request, url_for
 from sqlalchemy import Engine
 from werkzeug.wrappers import Response as BaseResponse
 
-from pipeline.console import access, queries
+from pipeline.console import queries
+from pipeline.console.blueprint import Console, console, current
 from pipeline.console.charts import chart
 from pipeline.console.filters import (
     MAX_ID,
@@ -43,53 +33,19 @@ from pipeline.console.filters import (
     query_string,
     row_id,
 )
-from pipeline.db import read_only
 from pipeline.errors import NotFound
 from pipeline.outbox import Publisher, replay
 from pipeline.runs import REPLAYABLE
 from pipeline.settings import Settings
 
-HERE = Path(__file__).parent
 REFRESH_SECONDS = 5
 RUNS_REFRESH_SECONDS = 2  # an event's runs, while someone watches a replay
 REPLAY_CHUNK = 500  # runs per replay transaction in a "Replay all"
-SECURITY_HEADERS = {
-    # Nothing but our own script and stylesheet runs or loads; no page frames ours.
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 NOTICES = {
     "replayed": "Run {run} is back in line.",
     "not_replayable": "Run {run} was not replayed: only failed or skipped runs are.",
     "replayed_all": "{count} run(s) are back in line.",
 }
-
-console = Blueprint(
-    "console",
-    __name__,
-    url_prefix="/console",
-    static_folder=HERE / "static",
-    static_url_path="/static",
-    template_folder=HERE / "templates",
-)
-
-
-@dataclass
-class Console:
-    settings: Settings
-    engine: Engine  # the web's: replays write
-    publisher: Publisher
-    listeners: tuple[str, ...]
-
-    @property
-    def reader(self) -> Engine:
-        return read_only(self.engine)
 
 
 def init_app(
@@ -97,50 +53,6 @@ def init_app(
 ) -> None:
     app.extensions["pipeline.console"] = Console(settings, engine, publisher, tuple(listeners))
     app.register_blueprint(console)
-
-
-def _state() -> Console:
-    state: Console = current_app.extensions["pipeline.console"]
-    return state
-
-
-@console.before_request
-def _guard() -> None:
-    secret = _state().settings.console_basic_auth
-    if not secret:
-        raise NotFound("the console is off: CONSOLE_BASIC_AUTH is not set")
-    access.check_credentials(request, secret)
-    if request.method == "POST":
-        access.check_csrf(request, secret)
-
-
-@console.after_request
-def _headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
-    if response.status_code == 401:
-        response.headers["WWW-Authenticate"] = access.REALM
-    return response
-
-
-@console.app_template_global()
-def csrf_token() -> str:
-    return access.csrf_token(_state().settings.console_basic_auth)
-
-
-@console.app_template_filter("when")
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-@console.app_template_filter("seconds")
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.1f} s"
-    return f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.1f} h"
 
 
 def _notice() -> str | None:
@@ -154,7 +66,7 @@ def _notice() -> str | None:
 
 @console.get("/")
 def overview() -> str:
-    state = _state()
+    state = current()
     with state.reader.connect() as conn:
         seen = queries.overview(conn, state.listeners)
     seen.backlog = state.publisher.backlog()
@@ -170,7 +82,7 @@ def overview() -> str:
 def events() -> str:
     chosen = EventFilter.read(request.args)
     page = Page.read(request.args)
-    with _state().reader.connect() as conn:
+    with current().reader.connect() as conn:
         listing = queries.events(conn, chosen, page)
     return render_template(
         "console/events.html",
@@ -184,7 +96,7 @@ def events() -> str:
 
 @console.get("/events/<int:event_id>")
 def event(event_id: int) -> str:
-    with _state().reader.connect() as conn:
+    with current().reader.connect() as conn:
         detail = queries.event(conn, event_id)
     if detail is None:
         raise NotFound(f"no event {event_id}")
@@ -201,7 +113,7 @@ def event(event_id: int) -> str:
 
 @console.post("/runs/<int:run_id>/replay")
 def replay_run(run_id: int) -> BaseResponse:
-    state = _state()
+    state = current()
     event_id = row_id(request.form, "event_id")
     done = (
         replay(state.engine, state.publisher, state.settings.redeliver_after, run_ids=[run_id])
@@ -218,7 +130,7 @@ def replay_run(run_id: int) -> BaseResponse:
 
 @console.get("/dead-letters")
 def dead_letters() -> str:
-    state = _state()
+    state = current()
     chosen = DeadLetterFilter.read(request.args, state.listeners)
     page = Page.read(request.args)
     with state.reader.connect() as conn:
@@ -237,7 +149,7 @@ def dead_letters() -> str:
 
 @console.get("/dead-letters/replay")
 def confirm_replay_all() -> str:
-    state = _state()
+    state = current()
     chosen = DeadLetterFilter.read(request.args, state.listeners)
     with state.reader.connect() as conn:
         count, upto = queries.dead_letter_count(conn, chosen)
@@ -254,7 +166,7 @@ def confirm_replay_all() -> str:
 
 @console.post("/dead-letters/replay")
 def replay_all() -> BaseResponse:
-    state = _state()
+    state = current()
     chosen = DeadLetterFilter.read(request.form, state.listeners)
     upto = row_id(request.form, "upto") or 0
     with state.reader.connect() as conn:
@@ -272,7 +184,7 @@ def replay_all() -> BaseResponse:
 
 @console.get("/media/<int:media_id>")
 def media(media_id: int) -> str:
-    with _state().reader.connect() as conn:
+    with current().reader.connect() as conn:
         timeline = queries.media(conn, media_id)
     if timeline is None:
         raise NotFound(f"no media {media_id}")
