@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -37,13 +38,32 @@ def create_celery(settings: Settings) -> Celery:
             (Path(settings.broker_folder) / folder).mkdir(parents=True, exist_ok=True)
     app.conf.update(
         broker_url=settings.broker_url,
-        broker_transport_options=settings.broker_transport_options(),
+        broker_transport_options=transport_options(settings),
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=settings.task_time_limit * 0.9,
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
     )
     return app
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu transport options for the configured broker (no side effects)."""
+    if settings.uses_filesystem_broker:
+        folder = Path(settings.broker_folder)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    if settings.uses_amqp_broker:
+        # Publisher confirms: a publish returns once RabbitMQ has the message, so the
+        # relay's "published" means stored; a refused one raises and the run waits.
+        return {"confirm_publish": True}
+    return {"visibility_timeout": settings.visibility_timeout}
 
 
 @dataclass

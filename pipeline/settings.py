@@ -58,7 +58,6 @@ ENVIRONMENT: dict[str, str] = {
 }
 # Variables that are not ours but say where we run (a Heroku dyno is one of many hosts).
 PLATFORM = ("DYNO",)
-MIN_LEASE_SECONDS = 3.0
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")  # the first is the default
 _SECRET_FIELDS = frozenset(
     {
@@ -225,60 +224,3 @@ class Settings:
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    def embedded_defaults_in_production(self) -> list[str]:
-        """What cannot work where this runs: the one-host defaults on a deployment that is
-        (or may be) several hosts. Empty unless PIPELINE_ENV=production or on a dyno."""
-        if self.environment != "production":
-            return []
-        found = []
-        if self.uses_filesystem_broker:
-            found.append(
-                "CELERY_BROKER_URL is not set: the filesystem:// broker reaches only workers "
-                "on this host, so webhooks are stored and never worked off elsewhere"
-            )
-        if self.uses_sqlite:
-            found.append(
-                "DATABASE_URL is not set to a server: a SQLite file is seen only by "
-                "processes on this host"
-            )
-        return found
-
-    def broker_transport_options(self) -> dict[str, Any]:
-        """kombu transport options for the configured broker (no side effects)."""
-        if self.uses_filesystem_broker:
-            folder = Path(self.broker_folder)
-            return {
-                "data_folder_in": str(folder / "queue"),
-                "data_folder_out": str(folder / "queue"),
-                "control_folder": str(folder / "control"),
-                "processed_folder": str(folder / "processed"),
-                "store_processed": False,
-                "polling_interval": 0.05,
-            }
-        if self.uses_amqp_broker:
-            # Publisher confirms: a publish returns once RabbitMQ has the message, so the
-            # relay's "published" means stored; a refused one raises and the run waits.
-            return {"confirm_publish": True}
-        return {"visibility_timeout": self.visibility_timeout}
-
-    def check_invariants(self, backoff_cap: float) -> None:
-        """Refuse a configuration where the broker would redeliver a task still running."""
-        if not self.lease_seconds >= MIN_LEASE_SECONDS:
-            raise ConfigError(
-                f"RUN_LEASE_SECONDS ({self.lease_seconds:g}) must be at least "
-                f"{MIN_LEASE_SECONDS:g}: the worker renews it every third of it, and a renewal "
-                "slower than that would let the relay re-run work still in progress"
-            )
-        if not self.shutdown_grace >= 0:
-            raise ConfigError(
-                f"WORKER_SHUTDOWN_GRACE ({self.shutdown_grace:g}) must be 0 or more seconds"
-            )
-        limit = max(self.task_time_limit, backoff_cap)
-        redis = not (self.uses_filesystem_broker or self.uses_amqp_broker)
-        if redis and limit >= self.visibility_timeout:
-            raise ConfigError(
-                f"BROKER_VISIBILITY_TIMEOUT ({self.visibility_timeout:g}s) must exceed the task "
-                f"time limit and every listener's backoff cap (largest: {limit:g}s), or Redis "
-                "hands a task still running or waiting to a second worker"
-            )

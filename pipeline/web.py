@@ -15,7 +15,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from pipeline import metrics
+from pipeline import metrics, preflight
 from pipeline.console import views as console
 from pipeline.db import ping
 from pipeline.errors import (
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime = Runtime(settings or Settings.from_env(), Role.WEB)
     runtime.settings.require_webhook_secret()
     runtime.registry  # noqa: B018 - discover the listeners now: a broken one stops the boot
-    for problem in runtime.settings.embedded_defaults_in_production():
+    for problem in preflight.embedded_defaults_in_production(runtime.settings):
         log.error("%s", problem)
     app = Flask(__name__, static_folder=None)  # the live blueprint serves /static
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes

@@ -25,7 +25,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from pipeline import logs
+from pipeline import logs, preflight
 from pipeline.errors import ConfigError
 from pipeline.metrics.tally import TALLY
 from pipeline.runtime import Role, Runtime
@@ -56,12 +56,12 @@ def _check(**_: object) -> None:
     cap = max((listener.retry.backoff_cap for listener in runtime.registry), default=0.0)
     try:
         runtime.registry.check_requirements(settings)
-        settings.check_invariants(backoff_cap=cap)
+        preflight.check_invariants(settings, backoff_cap=cap)
     except ConfigError as exc:
         # Celery logs and ignores an Exception raised by a signal handler, and the worker
         # would start anyway; SystemExit is not one, so it stops the worker here.
         raise SystemExit(f"error: {exc.message}") from None
-    for problem in settings.embedded_defaults_in_production():
+    for problem in preflight.embedded_defaults_in_production(settings):
         log.error("%s", problem)
 
 

@@ -21,6 +21,7 @@ from pipeline.cli import main
 from pipeline.dev.procfile import procfile, procfile_command
 from pipeline.inbox import receive
 from pipeline.models import ListenerRun, RunState
+from pipeline.preflight import embedded_defaults_in_production
 from pipeline.registry import discover
 from pipeline.settings import ENVIRONMENT, Settings
 from pipeline.web import create_app
@@ -82,7 +83,7 @@ def test_the_embedded_defaults_on_a_deployment_are_logged_as_errors_by_the_web(
 
 
 def test_the_embedded_defaults_are_no_error_on_a_laptop(settings: Settings) -> None:
-    assert settings.embedded_defaults_in_production() == []
+    assert embedded_defaults_in_production(settings) == []
 
 
 def test_the_procfile_holds_every_process_and_no_secret() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.runtime import create_celery
+from pipeline.preflight import check_invariants
+from pipeline.runtime import create_celery, transport_options
 from pipeline.settings import Settings
 
 
@@ -94,22 +95,22 @@ def test_numbers_are_read_from_the_environment() -> None:
 
 
 def test_the_defaults_pass_their_own_invariants() -> None:
-    Settings.from_env({}).check_invariants(backoff_cap=600.0)
-    Settings.from_env({"REDIS_URL": "redis://r"}).check_invariants(backoff_cap=600.0)
+    check_invariants(Settings.from_env({}), backoff_cap=600.0)
+    check_invariants(Settings.from_env({"REDIS_URL": "redis://r"}), backoff_cap=600.0)
 
 
 @pytest.mark.parametrize("lease", [2.9, 0.0, -1.0])
 def test_a_lease_too_short_to_renew_in_time_is_refused(lease: float) -> None:
     settings = Settings(lease_seconds=lease)
     with pytest.raises(ConfigError) as caught:
-        settings.check_invariants(backoff_cap=60.0)
+        check_invariants(settings, backoff_cap=60.0)
     message = caught.value.message
     assert "RUN_LEASE_SECONDS" in message and "at least 3" in message
     assert "re-run work still in progress" in message
 
 
 def test_a_lease_shorter_than_the_time_limit_is_fine_now_that_it_is_renewed() -> None:
-    Settings(lease_seconds=10.0, task_time_limit=300.0).check_invariants(backoff_cap=60.0)
+    check_invariants(Settings(lease_seconds=10.0, task_time_limit=300.0), backoff_cap=60.0)
 
 
 @pytest.mark.parametrize(
@@ -120,14 +121,14 @@ def test_a_visibility_timeout_not_above_backoff_cap_or_time_limit_is_refused(
 ) -> None:
     settings = Settings(broker_url="redis://r", visibility_timeout=visibility)
     with pytest.raises(ConfigError) as caught:
-        settings.check_invariants(backoff_cap=cap)
+        check_invariants(settings, backoff_cap=cap)
     message = caught.value.message
     assert "BROKER_VISIBILITY_TIMEOUT" in message
     assert "second worker" in message
 
 
 def test_the_filesystem_broker_has_no_visibility_timeout_to_check() -> None:
-    Settings(visibility_timeout=1.0).check_invariants(backoff_cap=600.0)
+    check_invariants(Settings(visibility_timeout=1.0), backoff_cap=600.0)
 
 
 def test_filesystem_transport_options_use_one_folder_for_in_and_out_made_by_celerys_app(
@@ -135,7 +136,7 @@ def test_filesystem_transport_options_use_one_folder_for_in_and_out_made_by_cele
 ) -> None:
     folder = str(tmp_path / "broker")
     settings = Settings(broker_folder=folder)
-    options = settings.broker_transport_options()
+    options = transport_options(settings)
     assert options["data_folder_in"] == options["data_folder_out"] == f"{folder}/queue"
     assert options["control_folder"] == f"{folder}/control"
     assert not Path(folder).exists()  # reading settings makes no directory
@@ -148,7 +149,7 @@ def test_filesystem_transport_options_use_one_folder_for_in_and_out_made_by_cele
 
 def test_redis_transport_options_carry_the_visibility_timeout() -> None:
     settings = Settings(broker_url="redis://r", visibility_timeout=1234.0)
-    assert settings.broker_transport_options() == {"visibility_timeout": 1234.0}
+    assert transport_options(settings) == {"visibility_timeout": 1234.0}
 
 
 @pytest.mark.parametrize(
@@ -173,5 +174,5 @@ def test_sqlite_synchronous_rejects_other_values_naming_the_variable() -> None:
 def test_rabbitmq_publishes_with_confirms_and_has_no_visibility_timeout_to_check() -> None:
     settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/x", visibility_timeout=1.0)
 
-    settings.check_invariants(backoff_cap=600.0)
-    assert settings.broker_transport_options() == {"confirm_publish": True}
+    check_invariants(settings, backoff_cap=600.0)
+    assert transport_options(settings) == {"confirm_publish": True}
