@@ -1,10 +1,11 @@
 """The web process's stream hub: every open stream, woken when its user's media change.
 
 Two daemon threads per web process, started with the first stream:
-- the *writer* owns the sockets handed over by the gunicorn worker (worker.py): it reads
-  the changes after each woken stream's cursor and writes them, writes the heartbeats,
-  and drops a stream whose client left or whose token expired. Thousands of idle
-  streams cost a socket and a small object each, never a thread or a web worker;
+- the *writer* owns the sockets handed over by the gunicorn worker (worker.py), each
+  one a `Held` (held.py): it reads the changes after each woken stream's cursor and
+  writes them, writes the heartbeats, and drops a stream whose client left or whose
+  token expired. Thousands of idle streams cost a socket and a small object each,
+  never a thread or a web worker;
 - the *hearer* (hearers.py) learns which users' media changed, and wakes their streams.
 
 Streams served without the worker (the Flask test client, another worker class) wait on
@@ -25,28 +26,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from pipeline.live.hearers import hear_postgresql, hear_sqlite
+from pipeline.live.held import Held
 from pipeline.live.stream import HEARTBEAT, Stream
 
 log = logging.getLogger(__name__)
 
-MAX_BUFFERED = 256 * 1024  # bytes a slow client may fall behind before it is dropped
-
 
 class CatchUpFailed(Exception):
     pass
-
-
-@dataclass(eq=False)
-class Held:
-    """A stream whose socket the hub owns."""
-
-    sock: socket.socket
-    stream: Stream
-    chunked: bool
-    pending: bytearray = field(default_factory=bytearray)
-
-    def frame(self, data: bytes) -> bytes:
-        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
 
 
 @dataclass(eq=False)
@@ -220,35 +207,16 @@ class Hub:
                 self._send(held, HEARTBEAT)
 
     def _send(self, held: Held, data: bytes) -> None:
-        if data:
-            held.pending += held.frame(data)
-        if not held.pending:
+        if not (data or held.pending):
             return
-        try:
-            sent = held.sock.send(held.pending)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._drop(held)
-            return
-        del held.pending[:sent]
-        if len(held.pending) > MAX_BUFFERED:
-            log.info(
-                "live stream of user %s dropped: the client reads too slowly", held.stream.owner
-            )
+        if not held.write(data):
             self._drop(held)
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if held.pending else 0)
         self._selector.modify(held.sock, events, held)
 
     def _client_spoke(self, held: Held) -> None:
-        try:
-            data = held.sock.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client went away
+        if held.client_left():
             self._drop(held)
 
     def _drop(self, held: Held, goodbye: bool = False) -> None:
@@ -261,7 +229,4 @@ class Hub:
                     del self._owners[held.stream.owner]
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(held.sock)
-        if goodbye and held.chunked:
-            with contextlib.suppress(OSError):
-                held.sock.send(b"0\r\n\r\n")
-        held.sock.close()
+        held.close(goodbye)
