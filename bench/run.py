@@ -31,7 +31,8 @@ from bench import console, e2e, ingest, live, load, prune, report, scale, speed
 from bench.context import BACKENDS, PLANS, POOLS, TUTORIAL_POOL, Context, Setup, postgresql_answers
 from bench.payloads import BODY_BYTES
 from bench.procs import fsync_ms
-from pipeline.dev.procs import REPO, start_redis
+from pipeline.dev.procs import REPO
+from pipeline.dev.servers import start_redis
 
 PARTS = ("ingest", "size", "prune", "console", "e2e", "speed", "scale", "live")
 

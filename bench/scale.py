@@ -26,7 +26,8 @@ from bench.context import Context, Database, postgresql_answers
 from bench.procs import Proc, environment
 from bench.tutorial_tasks import bench_metadata
 from pipeline.dev.procfile import procfile_command
-from pipeline.dev.procs import REPO, free_port, http_answers, start_redis, wait_for, worker_ready
+from pipeline.dev.procs import REPO, free_port, http_answers, wait_for, worker_ready
+from pipeline.dev.servers import start_redis
 from pipeline.migrate import upgrade
 
 sys.path.insert(0, str(REPO / "tests"))  # the suites' own servers and hosts, reused here

@@ -1,6 +1,6 @@
 """The process harness the demo, the tests and bench/ share: start a process in its own
-session with its own log file, wait for it, stop it (and whatever it forked) by pid; a
-WSGI app served on loopback in a thread. procfile.py starts the Procfile's processes."""
+session with its own log file, wait for it, stop it (and whatever it forked) by pid.
+servers.py starts our own Redis and WSGI apps with it; procfile.py the Procfile's processes."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
-from werkzeug.serving import make_server
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent  # the venv's gunicorn, celery and pipeline
@@ -222,38 +220,6 @@ def http_answers(url: str) -> Callable[[], tuple[int, str] | None]:
     return check
 
 
-def start_redis(
-    logs: Path, port: int | None = None, also_on: Sequence[str] = ()
-) -> tuple[Proc, str]:
-    """Our own redis-server on `port` (default: a free one) of loopback (and of the
-    addresses `also_on`), no persistence, so a restart comes back empty; returns it and
-    its URL."""
-    port = port or free_port()
-    bind = ["--bind", "127.0.0.1", *also_on, "--protected-mode", "no"]
-    argv = ["redis-server", "--port", str(port), *bind, "--save", ""]
-    proc = Proc("redis", [*argv, "--appendonly", "no", "--dir", str(logs)], os.environ, logs)
-    wait_for(lambda: listening(port), what=f"redis on port {port}", timeout=10, proc=proc)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def worker_ready(proc: Proc) -> Callable[[], bool]:
     """A check: this worker process logged ` ready.` (not an earlier one in the same log)."""
     return lambda: " ready." in proc.log(proc.log_start)
-
-
-# --- a WSGI app in a thread -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serving(app: Any, port: int = 0) -> Iterator[str]:
-    """Serve a WSGI app on a loopback port (default: a free one); yields its base URL."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    # A short poll keeps shutdown() quick (the default waits up to half a second).
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

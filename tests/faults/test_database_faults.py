@@ -24,7 +24,8 @@ from integration.procs import PostgresServer, run_cli, start_gunicorn, start_rel
 from integration.stack import pipeline_env
 
 from pipeline.db import make_engine
-from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for
+from pipeline.dev.procs import Proc, free_port, http_answers, wait_for
+from pipeline.dev.servers import start_redis
 from pipeline.inbox import receive
 from pipeline.registry import discover
 

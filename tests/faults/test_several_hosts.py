@@ -29,7 +29,8 @@ from integration.stack import REPO, open_engine, pipeline_env
 from sqlalchemy import Engine, func, insert, select, text
 
 from pipeline.dev.procfile import procfile_command
-from pipeline.dev.procs import Proc, http_answers, start_redis, stop_all, wait_for, worker_ready
+from pipeline.dev.procs import Proc, http_answers, stop_all, wait_for, worker_ready
+from pipeline.dev.servers import start_redis
 from pipeline.models import ListenerRun, Media, WebhookEvent
 from pipeline.signing import SIGNATURE_HEADER, sign
 

@@ -15,7 +15,8 @@ from integration.helpers import finished_runs, make_media, new_task_id, send
 from integration.procs import run_cli, start_gunicorn, start_worker
 from integration.stack import REPO, Stack, pipeline_env
 
-from pipeline.dev.procs import Proc, free_port, start_redis, wait_for, worker_ready
+from pipeline.dev.procs import Proc, free_port, wait_for, worker_ready
+from pipeline.dev.servers import start_redis
 
 from .probe import Probe
 

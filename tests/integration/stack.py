@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import psycopg
 from sqlalchemy import Engine, create_engine, text
 
-from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for, worker_ready
+from pipeline.dev.procs import Proc, free_port, http_answers, wait_for, worker_ready
+from pipeline.dev.servers import start_redis
 from pipeline.live.tokens import mint
 from pipeline.settings import ENVIRONMENT
 

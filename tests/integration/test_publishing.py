@@ -21,7 +21,8 @@ from celery import Celery
 from celery.signals import before_task_publish
 from kombu import Connection
 
-from pipeline.dev.procs import Proc, free_port, start_redis
+from pipeline.dev.procs import Proc, free_port
+from pipeline.dev.servers import start_redis
 from pipeline.outbox import Publisher
 from pipeline.runtime import create_celery
 from pipeline.settings import Settings

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.dev.procs import Proc, free_port, http_answers, start_redis, wait_for
+from pipeline.dev.procs import Proc, free_port, http_answers, wait_for
+from pipeline.dev.servers import start_redis
 
 from .helpers import (
     delivery,

@@ -19,7 +19,7 @@ from pipeline.db import make_engine, make_sessionmaker
 from pipeline.dev.emulator import create_app as emulator_app
 from pipeline.dev.emulator import emulator_of
 from pipeline.dev.emulator.jobs import EmulatorConfig
-from pipeline.dev.procs import serving
+from pipeline.dev.servers import serving
 from pipeline.migrate import upgrade
 from pipeline.models import Media, User
 from pipeline.settings import Settings

@@ -1,5 +1,5 @@
 """A webhook receiver for the emulator and `send` tests: it records what it is sent and
-answers scripted statuses, served on loopback by pipeline.dev.procs.serving."""
+answers scripted statuses, served on loopback by pipeline.dev.servers.serving."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from pipeline.dev.procs import serving
+from pipeline.dev.servers import serving
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from flask import Flask
 
 from pipeline.dev.emulator import create_app, emulator_of
 from pipeline.dev.emulator.jobs import EmulatorConfig
-from pipeline.dev.procs import free_port, serving, wait_for
+from pipeline.dev.procs import free_port, wait_for
+from pipeline.dev.servers import serving
 from pipeline.events import parse
 from pipeline.signing import SIGNATURE_HEADER, verify
 
